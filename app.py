@@ -1,0 +1,1 @@
+"""Gradio app (placeholder until the full UI lands): serves the shipped models."""
