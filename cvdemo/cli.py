@@ -14,7 +14,7 @@ from pathlib import Path
 from . import config
 from .console import CliError, bar, info, print_json
 
-_EXTENSIONS = ("cvdemo.retrieval", "cvdemo.report", "cvdemo.bench")
+_EXTENSIONS = ("cvdemo.retrieval", "cvdemo.database", "cvdemo.report", "cvdemo.bench")
 
 
 def _quiet_tensorflow() -> None:
