@@ -2,27 +2,379 @@
 
 Wires components to plain ``cvdemo`` functions: one small function per tab, handlers that call
 one service method and return plain data. Knows nothing about Keras or numpy maths.
+
+Model sets: every session starts on the shipped models; a training run creates a *new* model
+set that only the session which trained it switches to (with a notice). Anyone can pick any
+available set from the "Models in use" dropdown. The set id lives in a per-session ``gr.State``.
 """
 from __future__ import annotations
 
+import html
 import os
+import time
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from cvdemo import config  # noqa: E402
-from cvdemo.service import SHIPPED, Service  # noqa: E402
+from cvdemo.checkpoints import CheckpointError  # noqa: E402
+from cvdemo.data import DatasetError, ensure_sample_dataset, scan_folder  # noqa: E402
+from cvdemo.images import ImageError, to_display  # noqa: E402
+from cvdemo.progress import RunProgress, confusion_figure  # noqa: E402
+from cvdemo.service import DISPLAY_ORDER, SHIPPED, BusyError, Service  # noqa: E402
+
+# Components shared between tabs, filled by build_app() before any tab is built:
+#   "model_set":   gr.State, the session's model-set id (str; cvdemo.service.SHIPPED by default)
+#   "to_retrieve": gr.State, the image Classify sends to Retrieve ("Find similar images"): a 2-D
+#                  uint8 drawing (255 = paper) or an image file path; its .change fires on send
+#   "tabs":        the gr.Tabs; return gr.Tabs(selected="retrieve") to switch tab
+SHARED: dict[str, gr.components.Component | gr.Tabs] = {}
+
+SAMPLE_SOURCE = "Sample dataset (digits 0, 1, 2)"
+ZIP_SOURCE = "My own zip of class folders"
+MODEL_TITLES = {"scratch": "CNN trained from scratch", "finetuned": "Fine-tuned pretrained backbone",
+                "lenet": "LeNet-5"}
+WEIGHT_SOURCES = [("digits: pretrained offline on MNIST 3-9", "digits"),
+                  ("imagenet: Keras download (needs network)", "imagenet"), ("none: random init", "none")]
+
+# Gradio 6's editor waits for its "Brush" tool to be picked; pick it on load so the first stroke draws.
+PICK_BRUSH_JS = """
+() => {
+  const pick = () => {
+    const root = document.querySelector('#sketch');
+    if (!root) return false;
+    const brush = [...root.querySelectorAll('button')].find(
+      b => (b.getAttribute('aria-label') || b.title || '').trim() === 'Brush');
+    if (!brush) return false;
+    if (!brush.classList.contains('selected')) brush.click();
+    return true;
+  };
+  let tries = 0;
+  const timer = setInterval(() => { if (pick() || ++tries > 150) clearInterval(timer); }, 100);
+}
+"""
+
+CSS = """
+#verdict .agree {background:#e7f6ec; border-left:6px solid #1f9d55; padding:10px 14px; border-radius:6px;}
+#verdict .disagree {background:#fff4e5; border-left:6px solid #e8590c; padding:10px 14px; border-radius:6px;}
+#verdict .empty {background:var(--block-background-fill); border-left:6px solid #adb5bd; padding:10px 14px;
+                 border-radius:6px; color:var(--body-text-color-subdued);}
+#verdict .big {font-size:1.25em; font-weight:600;}
+.progress-track {background:#e9ecef; border-radius:6px; height:18px; overflow:hidden;}
+.progress-fill {background:#4c6ef5; height:100%; transition:width .4s;}
+#set-notice {min-height:0;}
+"""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _user_error(err: Exception) -> gr.Error:
+    """A gr.Error carrying a cvdemo message (which may quote a user's file name: escaped)."""
+    return gr.Error(html.escape(str(err)))
+
+
+def _classify(service: Service, source, set_id: str, name: str | None = None):
+    try:
+        return service.classify(source, set_id or SHIPPED, name=name)
+    except ImageError as err:
+        raise _user_error(err) from None
+    except (KeyError, CheckpointError):
+        raise gr.Error("That model set is not available any more. Pick another in "
+                       "\"Models in use\" at the top of the page.") from None
+
+
+def _file_path(payload) -> tuple[str | None, str | None]:
+    """(path, original name) of an un-preprocessed gr.Image/gr.File value (a FileData dict)."""
+    if payload is None:
+        return None, None
+    if isinstance(payload, dict):
+        return payload.get("path"), payload.get("orig_name")
+    return getattr(payload, "path", None), getattr(payload, "orig_name", None)
+
+
+def _drawing(value):
+    """The sketchpad's flattened drawing, or None for an untouched or cleared canvas."""
+    return value.get("composite") if isinstance(value, dict) else None
+
+
+def _verdict(result) -> str:
+    answers = result.models
+    if result.agree:
+        label = next(iter(answers.values())).label
+        who = "Both models" if len(answers) == 2 else f"All {len(answers)} models"
+        return (f"<div class='agree'><span class='big'>{who} say {html.escape(label)}</span>"
+                f"<br>They agree.</div>")
+    said = "; ".join(f"<b>{html.escape(n)}</b> says <b>{html.escape(a.label)}</b>" for n, a in answers.items())
+    return f"<div class='disagree'><span class='big'>The models disagree</span><br>{said}</div>"
+
+
+def _empty_verdict(text: str) -> str:
+    return f"<div class='empty'>{html.escape(text)}</div>"
 
 
 # ----------------------------------------------------------------------------- tabs
 
 def classify_tab(service: Service, model_set: gr.State) -> None:
-    gr.Markdown("Classification loads here.")
+    """Draw or upload a digit; every model of the session's set answers side by side."""
+    last_input = gr.State(None)       # what was classified last, for "Find similar images"
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            with gr.Tabs():
+                with gr.Tab("Draw", id="draw"):
+                    sketch = gr.Sketchpad(
+                        type="numpy", image_mode="L", canvas_size=(320, 320), fixed_canvas=True,
+                        brush=gr.Brush(default_size=22, colors=["#000000"], color_mode="fixed"),
+                        eraser=gr.Eraser(default_size=30), layers=False, transforms=(),
+                        label="Draw a digit (predictions update as you draw)", elem_id="sketch")
+                    with gr.Row():
+                        draw_btn = gr.Button("Classify drawing", variant="primary", elem_id="classify-drawing")
+                        clear_btn = gr.Button("Clear", elem_id="clear-drawing")
+                with gr.Tab("Upload, paste or webcam", id="upload"):
+                    upload = gr.Image(type="filepath", sources=["upload", "clipboard", "webcam"],
+                                      label=f"A digit image (PNG, JPEG, WEBP, GIF, BMP; at most "
+                                            f"{config.MAX_UPLOAD_MB} MB)", elem_id="upload", height=320)
+                    upload_btn = gr.Button("Classify image", variant="primary", elem_id="classify-upload")
+                    examples = service.example_images()
+                    if examples:
+                        gr.Examples([[str(p)] for p in examples], inputs=[upload], cache_examples=False,
+                                    examples_per_page=12, label="Examples from query_images/ (one click)")
+            send_btn = gr.Button("Find similar images (Retrieve tab)", size="sm", elem_id="send-to-retrieve")
+        with gr.Column(scale=3, min_width=320):
+            verdict = gr.HTML(_empty_verdict("Draw a digit or upload an image."), elem_id="verdict")
+            labels, captions, seen = {}, {}, {}
+            with gr.Row():
+                for name in DISPLAY_ORDER:
+                    with gr.Column(min_width=200):
+                        labels[name] = gr.Label(num_top_classes=3, label=f"{name}: {MODEL_TITLES[name]}",
+                                                visible=name != "lenet", elem_id=f"label-{name}")
+                        captions[name] = gr.Markdown(visible=name != "lenet", elem_id=f"caption-{name}")
+            gr.Markdown("**What the model sees**: your input, then the 28×28 image each model "
+                        "actually received after preprocessing (white ink on black, like MNIST).")
+            with gr.Row():
+                raw = gr.Image(label="Your input", interactive=False, height=200, elem_id="raw-input",
+                               buttons=[])
+                for name in DISPLAY_ORDER:
+                    seen[name] = gr.Image(label=f"{name} sees", interactive=False, height=200, buttons=[],
+                                          visible=name != "lenet", elem_id=f"seen-{name}")
+            api_json = gr.JSON(visible=False)
+
+    outputs = [verdict, raw, *labels.values(), *captions.values(), *seen.values(), api_json, last_input]
+
+    def show(result, raw_value, source):
+        slots = {name: result.models.get(name) for name in DISPLAY_ORDER}
+        return [
+            _verdict(result), raw_value,
+            *[gr.Label(value=a.probabilities if a else None, visible=a is not None) for a in slots.values()],
+            *[gr.Markdown(value=(f"**{a.label}** · {a.ms:.0f} ms · weights: {a.weights}" if a else ""),
+                          visible=a is not None) for a in slots.values()],
+            *[gr.Image(value=to_display(a.model_input) if a else None, visible=a is not None)
+              for a in slots.values()],
+            result.as_dict(), source,
+        ]
+
+    def nothing(text):
+        return [_empty_verdict(text), None, *[None] * (3 * len(DISPLAY_ORDER)), None, None]
+
+    def classify_drawing(value, set_id):
+        drawing = _drawing(value)
+        if drawing is None:
+            raise gr.Error("Draw a digit first.")
+        return show(_classify(service, drawing, set_id, name="The drawing"), drawing, drawing)
+
+    def classify_drawing_live(value, set_id):
+        drawing = _drawing(value)
+        if drawing is None:        # cleared or untouched: reset quietly, no error toast while drawing
+            return nothing("Draw a digit first.")
+        try:
+            result = service.classify(drawing, set_id or SHIPPED, name="The drawing")
+        except ImageError as err:
+            return nothing(str(err))
+        except (KeyError, CheckpointError):
+            return nothing("That model set is not available any more.")
+        return show(result, drawing, drawing)
+
+    def classify_upload(payload, set_id):
+        path, name = _file_path(payload)
+        if path is None:
+            raise gr.Error("Upload, paste or capture an image first.")
+        return show(_classify(service, path, set_id, name=name), path, path)
+
+    def classify_upload_live(payload, set_id):
+        if _file_path(payload)[0] is None:
+            return nothing("Draw a digit or upload an image.")
+        return classify_upload(payload, set_id)
+
+    def send_to_retrieve(source):
+        if source is None:
+            raise gr.Error("Draw or upload a digit first, then send it to Retrieve.")
+        return source, gr.Tabs(selected="retrieve")
+
+    common = dict(concurrency_limit=4, concurrency_id="classify")
+    sketch.change(classify_drawing_live, [sketch, model_set], outputs, trigger_mode="always_last",
+                  show_progress="hidden", api_name="classify_drawing_live", **common)
+    draw_btn.click(classify_drawing, [sketch, model_set], outputs, api_name="classify_drawing", **common)
+    clear_btn.click(lambda: (None, *nothing("Draw a digit first.")), None, [sketch, *outputs],
+                    api_name="clear_drawing", queue=False)
+    upload.change(classify_upload_live, [upload, model_set], outputs, preprocess=False,
+                  api_name="classify_upload_live", **common)
+    upload_btn.click(classify_upload, [upload, model_set], outputs, preprocess=False,
+                     api_name="classify_upload", **common)
+    send_btn.click(send_to_retrieve, [last_input], [SHARED["to_retrieve"], SHARED["tabs"]],
+                   api_name="send_to_retrieve")
+
+    # API-only endpoint: one image file in, {"<model>": {"label", "probabilities"}} out.
+    api_image = gr.Image(type="filepath", visible=False, label="image")
+    api_set = gr.Textbox(value=SHIPPED, visible=False, label="model_set")
+    api_result = gr.JSON(visible=False, label="result")
+
+    def classify_api(payload, set_id):
+        path, name = _file_path(payload)
+        if path is None:
+            raise gr.Error("Send one image file (gradio_client.handle_file(path)).")
+        return _classify(service, path, set_id or SHIPPED, name=name).as_dict()
+
+    gr.Button(visible=False).click(classify_api, [api_image, api_set], api_result, preprocess=False,
+                                   api_name="classify", **common)
 
 
-def train_tab(service: Service, model_set: gr.State) -> None:
-    gr.Markdown("Training loads here.")
+def _progress_html(progress: RunProgress) -> str:
+    percent = round(100 * progress.fraction)
+    return (f"<div class='progress-track'><div class='progress-fill' style='width:{percent}%'></div></div>"
+            f"<p>{percent}% · {html.escape(progress.stage)}</p>")
+
+
+def _curves(progress: RunProgress, metric: str) -> pd.DataFrame:
+    return pd.DataFrame(progress.curves(metric), columns=["epoch", "value", "series"])
+
+
+def train_tab(service: Service, model_set: gr.State, set_picker: gr.Dropdown, notice: gr.Markdown) -> None:
+    """Train new models on the sample dataset or an uploaded zip, watching them learn."""
+    from cvdemo.config import FinetuneConfig, Limits, TrainConfig
+    from cvdemo.models import BACKBONES
+
+    limits = Limits()
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=300):
+            source = gr.Radio([SAMPLE_SOURCE, ZIP_SOURCE], value=SAMPLE_SOURCE, label="Dataset",
+                              elem_id="train-source")
+            zip_file = gr.File(file_types=[".zip"], type="filepath", visible=False, elem_id="train-zip",
+                               label="Zip with one folder of images per class (e.g. 0_digits/, 1_digits/)")
+            counts = gr.Dataframe(headers=["class", "images"], label="Images per class", interactive=False,
+                                  elem_id="train-counts", max_height=220)
+            models = gr.CheckboxGroup([("scratch CNN", "scratch"), ("fine-tuned backbone", "finetuned")],
+                                      value=["scratch", "finetuned"], label="Models to train")
+            with gr.Row():
+                backbone = gr.Dropdown(list(BACKBONES), value="mobilenet_v2", label="Backbone", min_width=140)
+                weights = gr.Dropdown(WEIGHT_SOURCES, value="digits", label="Backbone weights", min_width=140)
+            epochs = gr.Slider(1, limits.max_epochs, value=10, step=1, label="Epochs", elem_id="train-epochs")
+            with gr.Row():
+                start = gr.Button("Start training", variant="primary", elem_id="train-start")
+                stop = gr.Button("Stop", variant="stop", elem_id="train-stop")
+        with gr.Column(scale=3, min_width=300):
+            bar = gr.HTML(_progress_html(RunProgress(stage="Not started")), elem_id="train-progress")
+            with gr.Row():
+                loss_plot = gr.LinePlot(x="epoch", y="value", color="series", title="Loss", x_title="epoch",
+                                        y_title="loss", height=260, elem_id="loss-plot")
+                acc_plot = gr.LinePlot(x="epoch", y="value", color="series", title="Accuracy",
+                                       x_title="epoch", y_title="accuracy", y_lim=[0, 1], height=260,
+                                       elem_id="acc-plot")
+            log = gr.Textbox(label="Log", lines=10, max_lines=10, autoscroll=True, elem_id="train-log")
+            table = gr.Dataframe(label="Comparison on the validation split", interactive=False,
+                                 elem_id="train-table")
+            confusion = gr.Plot(label="Confusion matrices (validation split)", format="png",
+                                elem_id="train-confusion")
+            files = gr.File(label="Trained models (.keras)", file_count="multiple", interactive=False,
+                            elem_id="train-files")
+
+    def dataset_dir(choice: str, zip_path: str | None):
+        if choice == ZIP_SOURCE:
+            path = _file_path(zip_path)[0] if isinstance(zip_path, dict) else zip_path
+            if not path:
+                raise gr.Error("Upload a zip of class folders first (or choose the sample dataset).")
+            try:
+                return service.dataset_from_zip(path)
+            except DatasetError as err:
+                raise _user_error(err) from None
+        return ensure_sample_dataset()
+
+    def show_counts(choice, zip_path):
+        if choice == ZIP_SOURCE and not zip_path:
+            return gr.File(visible=True), None
+        try:
+            found = scan_folder(dataset_dir(choice, zip_path)).counts()
+        except DatasetError as err:
+            raise _user_error(err) from None
+        return gr.File(visible=choice == ZIP_SOURCE), [[name, n] for name, n in found.items()]
+
+    def run_training(choice, zip_path, chosen, backbone_name, weight_source, n_epochs, set_id,
+                     request: gr.Request):
+        chosen = [m for m in (chosen or []) if m in ("scratch", "finetuned")]
+        if not chosen:
+            raise gr.Error("Pick at least one model to train.")
+        if backbone_name not in BACKBONES or weight_source not in dict((v, k) for k, v in WEIGHT_SOURCES):
+            raise gr.Error("Unknown backbone or weight source.")
+        try:
+            n_epochs = int(n_epochs)
+        except (TypeError, ValueError):
+            raise gr.Error("Epochs must be a whole number.") from None
+        if not 1 <= n_epochs <= limits.max_epochs:
+            raise gr.Error(f"Epochs must be between 1 and {limits.max_epochs}.")
+        data = dataset_dir(choice, zip_path)
+        try:
+            job = service.start_training(data, tuple(chosen), TrainConfig(epochs=n_epochs),
+                                         FinetuneConfig(backbone=backbone_name, weights=weight_source),
+                                         owner=request.session_hash if request else None,
+                                         base_set=set_id or SHIPPED)
+        except BusyError as err:
+            raise _user_error(err) from None
+        progress = RunProgress(models=tuple(chosen), epochs=n_epochs)
+        skip = [gr.skip()] * 6
+        seen, shown = 0, -1
+        while True:
+            finished = job.done.wait(0.5)
+            events = job.snapshot(seen)
+            seen += len(events)
+            progress.extend(events)
+            if len(progress.lines) != shown or events:
+                shown = len(progress.lines)
+                yield (_progress_html(progress), progress.log, _curves(progress, "loss"),
+                       _curves(progress, "accuracy"), *skip)
+            if finished and seen == len(job.events):
+                break
+        if job.error:
+            raise gr.Error(html.escape(job.error))
+        progress.finished = True
+        if not job.set_id:   # stopped before any model finished: nothing saved, nothing changes
+            yield (_progress_html(progress), progress.log + "\nNo model finished, nothing was saved.",
+                   _curves(progress, "loss"), _curves(progress, "accuracy"), pd.DataFrame(progress.summary()),
+                   None, None, gr.skip(), gr.skip(), gr.skip())
+            return
+        served = service.model_set(job.set_id).models
+        trained = [name for name in progress.results if name in served and not progress.results[name]["stopped"]]
+        figure = confusion_figure({n: served[n].meta["metrics"]["confusion_matrix"] for n in trained},
+                                  served[trained[0]].checkpoint.class_names) if trained else None
+        gr.Info("Your session now uses the models you just trained. Other visitors keep theirs.")
+        yield (_progress_html(progress), progress.log, _curves(progress, "loss"), _curves(progress, "accuracy"),
+               pd.DataFrame(progress.summary()), figure, [str(p) for p in service.run_files(job.set_id)],
+               job.set_id, gr.Dropdown(choices=service.available_sets(), value=job.set_id),
+               _set_notice(job.set_id, trained=True))
+
+    def stop_training(request: gr.Request):
+        job = service.job
+        mine = job is not None and request is not None and job.owner == request.session_hash
+        if job is None or job.done.is_set() or not mine:
+            raise gr.Error("No training of yours is running.")
+        job.stop.set()
+        return "Stopping at the next batch; models that did not finish are not saved."
+
+    source.change(show_counts, [source, zip_file], [zip_file, counts], api_name="dataset_counts")
+    zip_file.change(show_counts, [source, zip_file], [zip_file, counts], api_name="dataset_counts_zip")
+    start.click(run_training, [source, zip_file, models, backbone, weights, epochs, model_set],
+                [bar, log, loss_plot, acc_plot, table, confusion, files, model_set, set_picker, notice],
+                api_name="train", concurrency_limit=None, concurrency_id="train")
+    stop.click(stop_training, None, notice, api_name="stop_training", queue=False)
 
 
 def retrieve_tab(service):
@@ -35,37 +387,80 @@ def analyze_tab(service):
 
 # ----------------------------------------------------------------------------- app
 
+def _set_notice(set_id: str, trained: bool = False) -> str:
+    if set_id == SHIPPED:
+        return "Using the **shipped models** (`checkpoints/`)."
+    if trained:
+        return ("**Your session now uses the models you just trained** (other visitors keep theirs; "
+                "switch back with the dropdown).")
+    return "Using a set of models trained in this app (your choice applies to your session only)."
+
+
 def build_app(service: Service) -> gr.Blocks:
     """The whole UI for one loaded :class:`Service`."""
     with gr.Blocks(title="cvdemo: handwritten digits") as demo:
-        model_set = gr.State(SHIPPED)   # per-session: the model set this browser uses
-        with gr.Tab("Classify"):
-            classify_tab(service, model_set)
-        with gr.Tab("Train"):
-            train_tab(service, model_set)
-        with gr.Tab("Retrieve"):
-            retrieve_tab(service)
-        with gr.Tab("Analyze"):
-            analyze_tab(service)
+        model_set = gr.State(SHIPPED)   # per session: the model set this browser tab uses
+        SHARED["model_set"] = model_set
+        SHARED["to_retrieve"] = gr.State(None)
+        with gr.Row(equal_height=True):
+            gr.Markdown("## ✍️ cvdemo: handwritten digits\nA CNN trained from scratch next to a fine-tuned "
+                        "pretrained backbone: draw, train, retrieve, analyse.")
+            with gr.Column(min_width=280):
+                set_picker = gr.Dropdown(service.available_sets(), value=SHIPPED, label="Models in use",
+                                         elem_id="model-set")
+                notice = gr.Markdown(_set_notice(SHIPPED), elem_id="set-notice")
+        with gr.Tabs(elem_id="tabs") as tabs:
+            SHARED["tabs"] = tabs
+            with gr.Tab("Classify", id="classify"):
+                classify_tab(service, model_set)
+            with gr.Tab("Train", id="train"):
+                train_tab(service, model_set, set_picker, notice)
+            with gr.Tab("Retrieve", id="retrieve"):
+                retrieve_tab(service)
+            with gr.Tab("Analyze", id="analyze"):
+                analyze_tab(service)
+
+        def choose_set(set_id):
+            try:
+                service.model_set(set_id)
+            except (KeyError, CheckpointError):
+                raise gr.Error("That model set is not available.") from None
+            return set_id, _set_notice(set_id)
+
+        def refresh_sets(set_id):
+            return gr.Dropdown(choices=service.available_sets(), value=set_id)
+
+        set_picker.input(choose_set, set_picker, [model_set, notice], api_name="choose_model_set")
+        demo.load(refresh_sets, model_set, set_picker, api_name="list_model_sets")
     return demo
 
 
-def launch(demo: gr.Blocks, **kwargs):
+def launch(demo: gr.Blocks, service: Service | None = None, **kwargs):
     """Queue and launch with the project's limits; extra kwargs go to ``Blocks.launch``."""
+    folders = [config.QUERY_DIR, config.DATABASE_DIR, config.RUNS_DIR]
+    if service is not None:
+        folders.append(service.runs)
     options = dict(
         ssr_mode=False,
         max_file_size=f"{config.MAX_UPLOAD_MB}mb",
-        allowed_paths=[str(p) for p in (config.QUERY_DIR, config.DATABASE_DIR, config.RUNS_DIR)],
+        allowed_paths=sorted({str(p) for p in folders}),
         theme=gr.themes.Soft(),
+        css=CSS,
+        js=PICK_BRUSH_JS,
+        footer_links=["api", "gradio"],
     )
     options.update(kwargs)
-    return demo.queue(max_size=64).launch(**options)
+    return demo.queue(max_size=64, default_concurrency_limit=2).launch(**options)
 
 
 def main() -> None:
+    started = time.perf_counter()
+    # CVDEMO_CHECKPOINTS: a different checkpoint folder (tests use tiny ones); read only here.
     checkpoints = os.environ.get("CVDEMO_CHECKPOINTS", str(config.CHECKPOINT_DIR))
     service = Service(checkpoints=checkpoints)
-    launch(build_app(service))
+    demo = build_app(service)
+    print(f"cvdemo: models loaded and UI built in {time.perf_counter() - started:.1f} s")
+    launch(demo, service)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,148 @@
+"""Follow a training run: fold its event dicts into a log, curves, a progress fraction and a summary.
+
+Knows the event shapes of :mod:`cvdemo.train` and :mod:`cvdemo.service`, nothing about Keras or
+any UI; the figures are plain matplotlib ``Figure`` objects (no pyplot, safe in threads).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+METRICS = ("loss", "accuracy")
+
+
+@dataclass
+class RunProgress:
+    """Everything a person watching a run wants to see, rebuilt from events as they arrive."""
+
+    models: tuple[str, ...] = ()
+    epochs: int = 1
+    lines: list[str] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)        # long format: epoch, model, split, metric, value
+    results: dict[str, dict] = field(default_factory=dict)  # model -> model_done event
+    stage: str = "Starting"
+    finished: bool = False
+    stopped: bool = False
+    error: str | None = None
+    set_id: str | None = None
+    set_label: str | None = None
+    _done_epochs: dict[str, float] = field(default_factory=dict)
+
+    def add(self, event: dict) -> None:
+        """Fold one event in."""
+        kind = event.get("kind")
+        handler = getattr(self, f"_on_{kind}", None)
+        if handler:
+            handler(event)
+
+    def extend(self, events: list[dict]) -> None:
+        for event in events:
+            self.add(event)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def fraction(self) -> float:
+        """0..1 over all requested models and epochs (batch-level resolution)."""
+        if self.finished:
+            return 1.0
+        total = max(1, len(self.models) * self.epochs)
+        return min(1.0, sum(self._done_epochs.values()) / total)
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def curves(self, metric: str) -> list[dict]:
+        """Rows ``{"epoch", "value", "series"}`` for one metric, e.g. series "scratch val"."""
+        return [{"epoch": r["epoch"], "value": r["value"], "series": f"{r['model']} {r['split']}"}
+                for r in self.rows if r["metric"] == metric]
+
+    def summary(self) -> list[dict]:
+        """One row per model for the comparison table."""
+        return [{"model": name,
+                 "val accuracy": round(r["val_accuracy"], 4),
+                 "macro F1": round(r["macro_f1"], 4),
+                 "training time (s)": round(r["train_seconds"], 1),
+                 "parameters": int(r["params"]),
+                 "saved": "no (stopped)" if r["stopped"] else "yes"}
+                for name, r in self.results.items()]
+
+    # ------------------------------------------------------------------ events
+    def _on_data(self, e: dict) -> None:
+        if e.get("stage") == "scan":
+            counts = ", ".join(f"{k}: {v}" for k, v in e["counts"].items())
+            self.lines.append(f"dataset: {len(e['classes'])} classes ({counts}), profile {e['profile']}")
+            self.stage = "Loading images"
+        else:
+            self.lines.append(f"split: {e['n_train']} train / {e['n_val']} validation images")
+            self.stage = "Training"
+
+    def _on_load(self, e: dict) -> None:
+        self.stage = f"Loading images {e['done']}/{e['total']}"
+
+    def _on_warning(self, e: dict) -> None:
+        self.lines.append(f"warning: {e['message']}")
+
+    def _on_start(self, e: dict) -> None:
+        self.epochs = max(self.epochs, int(e["epochs"]))
+        if e["model"] not in self.models:
+            self.models = (*self.models, e["model"])
+        where = f", {e['backbone']} from {e['weights']}" if e.get("backbone") else ""
+        self.lines.append(f"{e['model']}: training {e['epochs']} epochs, {e['params']:,} parameters{where}")
+        self.stage = f"Training {e['model']}"
+
+    def _on_phase(self, e: dict) -> None:
+        self.lines.append(f"{e['model']}: {e['message']}")
+        self.stage = f"{e['model']}: {e['phase']}"
+
+    def _on_batch(self, e: dict) -> None:
+        self._done_epochs[e["model"]] = e["epoch"] - 1 + e["batch"] / max(1, e["steps"])
+        self.stage = f"{e['model']} epoch {e['epoch']}/{e['total_epochs']}, batch {e['batch']}/{e['steps']}"
+
+    def _on_epoch(self, e: dict) -> None:
+        name, epoch, logs = e["model"], int(e["epoch"]), e["logs"]
+        self._done_epochs[name] = float(epoch)
+        for metric in METRICS:
+            for split, key in (("train", metric), ("val", f"val_{metric}")):
+                if key in logs:
+                    self.rows.append({"epoch": epoch, "model": name, "split": split, "metric": metric,
+                                      "value": float(logs[key])})
+        parts = [f"{key} {logs[key]:.3f}" for key in ("loss", "accuracy", "val_loss", "val_accuracy")
+                 if key in logs]
+        self.lines.append(f"{name} epoch {epoch}/{e['total_epochs']} ({e['phase']}): {', '.join(parts)}"
+                          f"  [{e['seconds']:.1f} s]")
+
+    def _on_model_done(self, e: dict) -> None:
+        self.results[e["model"]] = e
+        self._done_epochs[e["model"]] = float(self.epochs)
+        state = "stopped, not saved" if e["stopped"] else f"saved, val accuracy {e['val_accuracy']:.1%}"
+        self.lines.append(f"{e['model']}: {state}")
+
+    def _on_done(self, e: dict) -> None:
+        self.stopped = bool(e.get("stopped"))
+        self.lines.append("stopped at your request" if self.stopped else "training finished")
+
+    def _on_activated(self, e: dict) -> None:
+        self.set_id, self.set_label = e["set_id"], e["label"]
+        self.lines.append(f"new model set: {e['label']}")
+
+    def _on_error(self, e: dict) -> None:
+        self.error = e["message"]
+        self.lines.append(f"error: {e['message']}")
+
+
+def confusion_figure(matrices: dict[str, list[list[int]]], class_names: list[str]):
+    """One confusion-matrix panel per model, side by side (rows: true class, columns: predicted)."""
+    import numpy as np
+    from matplotlib.figure import Figure
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    n = max(1, len(matrices))
+    side = 2.2 + 0.35 * len(class_names)
+    fig = Figure(figsize=(side * n + 0.5, side + 0.3), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, (name, matrix) in zip(axes, matrices.items()):
+        display = ConfusionMatrixDisplay(np.asarray(matrix), display_labels=class_names)
+        display.plot(ax=ax, colorbar=False, cmap="Blues", values_format="d")
+        ax.set_title(name)
+        ax.tick_params(axis="x", labelrotation=45)
+    return fig
