@@ -250,6 +250,58 @@ class Service:
     def training(self) -> bool:
         return self._train_lock.locked()
 
+    # ------------------------------------------------------------------ app helpers (issue 3)
+    def example_images(self, folder: Path = config.QUERY_DIR, per_class: int = 2,
+                       limit: int = 24) -> list[Path]:
+        """A few query images for one-click examples: ``per_class`` from each subfolder, then loose files."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            return []
+        chosen: list[Path] = []
+        for entry in sorted(folder.iterdir()):
+            if entry.is_dir() and not entry.name.startswith("."):
+                chosen += [p for p in sorted(entry.iterdir())
+                           if p.suffix.lower() in config.IMAGE_EXTENSIONS][:per_class]
+            elif entry.suffix.lower() in config.IMAGE_EXTENSIONS:
+                chosen.append(entry)
+        return chosen[:limit]
+
+    def dataset_from_zip(self, zip_path: Path) -> Path:
+        """Unpack an uploaded dataset zip once (keyed by its content hash) under the system temp dir."""
+        import hashlib
+        import tempfile
+
+        from .data import extract_zip
+
+        digest = hashlib.sha256(Path(zip_path).read_bytes()).hexdigest()[:16]
+        base = Path(tempfile.gettempdir()) / "cvdemo-datasets"
+        final = base / digest
+        marker = final / ".root"
+        if marker.exists():
+            return final / marker.read_text()
+        staging = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=_mkdir(base)))
+        try:
+            root = extract_zip(Path(zip_path), staging / "data")
+            (staging / ".root").write_text(str(root.relative_to(staging)))
+            try:
+                staging.rename(final)
+            except OSError:           # another request unpacked the same zip first
+                pass
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return final / marker.read_text()
+
+    def run_files(self, set_id: str) -> list[Path]:
+        """The ``.keras`` files trained by one run (not the models it copied from its base set)."""
+        folder = self._folder(set_id)
+        trained = json.loads((folder / "run.json").read_text())["models"] if set_id != SHIPPED else []
+        return [folder / f"{name}.keras" for name in trained if (folder / f"{name}.keras").exists()]
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
 
 def _display_rank(name: str) -> tuple[int, str]:
     return (DISPLAY_ORDER.index(name) if name in DISPLAY_ORDER else len(DISPLAY_ORDER), name)
