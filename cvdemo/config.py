@@ -67,6 +67,7 @@ class FinetuneConfig:
     head_fraction: float = 0.5    # share of the epochs spent on phase 1 (frozen backbone)
     head_learning_rate: float = 2e-3
     fine_tune_learning_rate: float = 2e-4
+    unfreeze_from: str | None = None  # first backbone layer trained in phase 2; None: the backbone's default
     augmented_copies: int = 2     # augmented views of the train set in the feature cache
 
 

@@ -328,7 +328,8 @@ def digit_array(im: Image.Image) -> np.ndarray:
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     mid = np.asarray(Image.fromarray(crop.astype(np.float32), mode="F").resize(
         size, Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR))
-    mid = np.pad(np.clip(mid, 0, 1), 8)
+    # a hairline averaged down to a few pixels is faint: restore full ink strength
+    mid = np.pad(np.clip(mid / max(float(mid.max()), 1e-6), 0, 1), 8)
     mid = _normalise_stroke(mid)
     ys, xs = np.nonzero(mid > 0.05)
     mid = mid[ys.min():ys.max() + 1, xs.min():xs.max() + 1]

@@ -229,7 +229,7 @@ def fit_finetuned(prepared: Prepared, cfg: TrainConfig = TrainConfig(), ft: Fine
         base = model.get_layer("backbone")
         base.trainable = True
         names = [layer.name for layer in base.layers]
-        first = names.index(BACKBONES[ft.backbone].fine_tune_from)
+        first = names.index(ft.unfreeze_from or BACKBONES[ft.backbone].fine_tune_from)
         for layer in base.layers[:first]:
             layer.trainable = False
         for layer in base.layers[first:]:
