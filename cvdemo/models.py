@@ -147,9 +147,9 @@ def build_lenet(input_shape: tuple[int, int, int], n_classes: int) -> keras.Mode
     """LeNet-5 style baseline (LeCun et al. 1998): the reference point the scratch CNN must beat."""
     inputs = keras.Input(input_shape, name="image")
     x = keras.layers.Conv2D(6, 5, padding="same", activation="tanh")(inputs)
-    x = keras.layers.AveragePooling2D()(x)
+    x = keras.layers.AveragePooling2D(2)(x)
     x = keras.layers.Conv2D(16, 5, activation="tanh")(x)
-    x = keras.layers.AveragePooling2D()(x)
+    x = keras.layers.AveragePooling2D(2)(x)
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(120, activation="tanh")(x)
     x = keras.layers.Dense(84, activation="tanh", name="embedding")(x)

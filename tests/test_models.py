@@ -1,0 +1,149 @@
+"""Model registry: every entry builds, weights come from where the metadata says."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from cvdemo import config, models
+from cvdemo.models import BACKBONES, MODELS, WeightsUnavailable
+
+
+def _kwargs(name):
+    return {"weights": "none"} if name == "finetuned" else {}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("shape", [(28, 28, 1), (48, 48, 3)])
+def test_every_model_builds_and_runs(name, shape):
+    import keras
+
+    model = models.build_model(name, shape, 3, **_kwargs(name))
+    assert model.output_shape == (None, 3)
+    out = np.asarray(model(np.random.default_rng(0).random((2, *shape)).astype(np.float32), training=False))
+    assert out.shape == (2, 3) and np.allclose(out.sum(axis=1), 1, atol=1e-5)
+    embedding = models.embedding_model(model)
+    assert embedding.output_shape[0] is None and len(embedding.output_shape) == 2
+    lambdas = [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.Lambda)]
+    assert not lambdas, "Lambda layers cannot be loaded in safe mode"
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
+def test_unknown_names():
+    with pytest.raises(KeyError, match="choose from"):
+        models.build_model("alexnet", (28, 28, 1), 3)
+    with pytest.raises(KeyError, match="choose from"):
+        models.build_backbone("alexnet", "none")
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_backbone_builds_without_weights(name):
+    spec = BACKBONES[name]
+    started = time.perf_counter()
+    base = models.build_backbone(name, "none")
+    assert base.input_shape == (None, spec.input_size, spec.input_size, 3)
+    assert len(base.output_shape) == 2                             # pooled
+    assert spec.fine_tune_from in [layer.name for layer in base.layers]
+    assert time.perf_counter() - started < 20
+    model = models.build_finetuned((28, 28, 1), 3, name, "none")
+    assert model.get_layer("backbone").input_shape[1:3] == (spec.input_size, spec.input_size)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_backbone_preprocess_matches_keras(name):
+    """Grey input is fed as 3 channels through the backbone's own preprocess_input."""
+    from cvdemo.layers import BackbonePreprocess
+
+    grey = np.random.default_rng(1).random((2, 8, 8, 1)).astype(np.float32)
+    out = np.asarray(BackbonePreprocess(name)(grey))
+    expected = BACKBONES[name].preprocess_input(np.repeat(grey, 3, axis=-1) * 255.0)
+    assert out.shape == (2, 8, 8, 3)
+    assert np.allclose(out, np.asarray(expected), atol=1e-4)
+
+
+def test_weights_from_a_local_file(tmp_path):
+    first = models.build_backbone("mobilenet_v2", "none")
+    path = tmp_path / "mine.weights.h5"
+    first.save_weights(path)
+    second = models.build_backbone("mobilenet_v2", str(path))
+    fresh = models.build_backbone("mobilenet_v2", "none")
+    assert all(np.array_equal(a, b) for a, b in zip(first.get_weights(), second.get_weights()))
+    assert not all(np.array_equal(a, b) for a, b in zip(first.get_weights(), fresh.get_weights()))
+    # the same file through the fine-tuned model's path
+    model = models.build_finetuned((28, 28, 1), 3, "mobilenet_v2", str(path))
+    assert all(np.array_equal(a, b) for a, b in zip(first.get_weights(),
+                                                    model.get_layer("backbone").get_weights()))
+    assert models.describe_weights(str(path)) == "local file mine.weights.h5"
+
+
+def test_digits_weights_come_from_the_checkpoint_folder(tmp_path):
+    base = models.build_backbone("mobilenet_v2", "none")
+    base.save_weights(models.digits_weights_path("mobilenet_v2", tmp_path))
+    loaded = models.build_backbone("mobilenet_v2", "digits", checkpoints=tmp_path)
+    assert np.array_equal(base.get_weights()[0], loaded.get_weights()[0])
+    with pytest.raises(WeightsUnavailable, match="cvdemo pretrain"):
+        models.build_backbone("mobilenet_v2", "digits", checkpoints=tmp_path / "empty")
+
+
+def test_bad_weight_files(tmp_path):
+    with pytest.raises(WeightsUnavailable, match="does not exist"):
+        models.build_backbone("mobilenet_v2", str(tmp_path / "missing.weights.h5"))
+    vgg = models.build_backbone("vgg16", "none")
+    path = tmp_path / "vgg.weights.h5"
+    vgg.save_weights(path)
+    with pytest.raises(WeightsUnavailable, match="does not fit"):
+        models.build_backbone("mobilenet_v2", str(path))
+    junk = tmp_path / "junk.weights.h5"
+    junk.write_bytes(b"not hdf5")
+    with pytest.raises(WeightsUnavailable):
+        models.build_backbone("mobilenet_v2", str(junk))
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "vgg16"])
+def test_imagenet_offline_fails_fast_with_a_clear_message(name, tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "KERAS_HOME", tmp_path / "keras")
+    monkeypatch.delenv("CVDEMO_OFFLINE", raising=False)
+    started = time.perf_counter()
+    try:
+        models.build_backbone(name, "imagenet")
+    except WeightsUnavailable as err:
+        message = str(err)
+    else:
+        pytest.skip("ImageNet weights could be downloaded or were cached: this machine is online")
+    assert time.perf_counter() - started < 30
+    assert BACKBONES[name].imagenet_file in message
+    assert "--weights digits" in message and str(tmp_path / "keras" / "models") in message
+    assert "\n" not in message and "Traceback" not in message
+
+
+def test_imagenet_declared_offline_does_not_even_try(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "KERAS_HOME", tmp_path / "keras")
+    monkeypatch.setenv("CVDEMO_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.perf_counter()
+    with pytest.raises(WeightsUnavailable, match="no network"):
+        models.build_backbone("mobilenet_v2", "imagenet")
+    assert time.perf_counter() - started < 2
+
+
+def test_describe_weights():
+    assert "ImageNet" in models.describe_weights("imagenet")
+    assert "offline" in models.describe_weights("digits")
+    assert "not pretrained" in models.describe_weights("none")
+
+
+def test_split_finetuned_halves_compose_to_the_model():
+    model = models.build_finetuned((28, 28, 1), 3, "mobilenet_v2", "none")
+    features, head = models.split_finetuned(model)
+    x = np.random.default_rng(2).random((3, 28, 28, 1)).astype(np.float32)
+    whole = np.asarray(model(x, training=False))
+    halves = np.asarray(head(np.asarray(features(x, training=False)), training=False))
+    assert np.allclose(whole, halves, atol=1e-5)
+    assert head.get_layer("embedding") is model.get_layer("embedding")     # shared, not copied
