@@ -60,6 +60,7 @@ def write_database(out: Path = config.DATABASE_DIR, per_class: int = DATABASE_PE
             _save(mnist_to_paper(pixels[i]), folder / f"{labels[i]}_{i:04d}{suffix}")
             if progress:
                 progress(n + 1, len(chosen))
+        (tmp / ".gitignore").write_text(".index/\n")    # the feature index is rebuilt, not committed
         cache = out / ".index"
         if cache.is_dir():
             shutil.copytree(cache, tmp / ".index")

@@ -107,8 +107,11 @@ class Service:
     """Loaded models and jobs for one process. Thread-safe."""
 
     def __init__(self, checkpoints: Path = config.CHECKPOINT_DIR, runs: Path = config.RUNS_DIR,
-                 warm: bool = True, max_sets: int = 4):
+                 warm: bool = True, max_sets: int = 4, database: Path = config.DATABASE_DIR):
         self.checkpoints = Path(checkpoints)
+        self.database = Path(database)
+        self._retrieval = None             # the FeatureIndex, created on first retrieve
+        self._retrieval_lock = threading.Lock()
         self.runs = Path(runs)
         self._sets: OrderedDict[str, ModelSet] = OrderedDict()
         self._max_sets = max_sets
@@ -249,6 +252,54 @@ class Service:
     @property
     def training(self) -> bool:
         return self._train_lock.locked()
+
+    # ------------------------------------------------------------------ retrieval
+    retrieval_extractor: str | None = None     # None: retrieval.DEFAULT_EXTRACTOR
+
+    def retrieval_index(self):
+        """The database's feature index (cvdemo.retrieval.FeatureIndex), created on first use."""
+        from .retrieval import DEFAULT_EXTRACTOR, FeatureIndex
+
+        with self._retrieval_lock:
+            if self._retrieval is None:
+                self._retrieval = FeatureIndex(self.database, self.retrieval_extractor or DEFAULT_EXTRACTOR,
+                                               self.checkpoints)
+            return self._retrieval
+
+    def retrieve(self, source: Any, k: int = 4, name: str | None = None):
+        """The k database images nearest to ``source`` -> retrieval.RetrievalAnswer. Raises ImageError."""
+        from .retrieval import RetrievalAnswer
+
+        index = self.retrieval_index()
+        started = time.perf_counter()
+        image, hits = index.search(source, max(1, int(k)), name=name)
+        return RetrievalAnswer(hits, image, index.extractor_name, (time.perf_counter() - started) * 1000)
+
+    def add_to_database(self, files: list, label: str | None = None):
+        """Copy image files into the database (never overwriting) and index them now -> AddReport."""
+        from .retrieval import add_files
+
+        index = self.retrieval_index()
+        known = {entry.sha256 for entry in index.snapshot.entries}
+        report = add_files(self.database, [Path(f) for f in files], label, known)
+        if report.added:
+            update = index.update()
+            added = {str(path.relative_to(self.database).as_posix()) for path in report.added}
+            for rel, reason in update.skipped:
+                if rel in added:
+                    report.skipped.append((Path(rel).name, reason))
+        return report
+
+    def database_info(self) -> dict:
+        """Size, classes and extractor of the retrieval database (indexes it if needed)."""
+        index = self.retrieval_index()
+        snap = index.ensure_fresh()
+        classes: dict[str, int] = {}
+        for entry in snap.entries:
+            classes[entry.label or "(none)"] = classes.get(entry.label or "(none)", 0) + 1
+        return {"database": str(self.database), "images": len(snap), "classes": dict(sorted(classes.items())),
+                "extractor": index.extractor_name, "extractor_key": snap.extractor_key,
+                "skipped": [{"path": e.path, "reason": r} for e, r in snap.skipped]}
 
     # ------------------------------------------------------------------ app helpers (issue 3)
     def example_images(self, folder: Path = config.QUERY_DIR, per_class: int = 2,
