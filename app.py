@@ -378,7 +378,131 @@ def train_tab(service: Service, model_set: gr.State, set_picker: gr.Dropdown, no
 
 
 def retrieve_tab(service):
-    gr.Markdown("Retrieval loads here.")
+    """Drop a query digit; the k most similar images of images_database/ with rank, file, class
+    and distance, checked against the classifiers' prediction. New images can be added."""
+    from cvdemo.retrieval import thumbnail
+
+    model_set = SHARED.get("model_set")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=300):
+            query = gr.Image(type="filepath", sources=["upload", "clipboard"], height=260,
+                             label=f"Query digit (PNG, JPEG, WEBP, GIF, BMP; at most {config.MAX_UPLOAD_MB} MB)",
+                             elem_id="retrieve-query")
+            k = gr.Slider(1, 20, value=4, step=1, label="Number of results (k)", elem_id="retrieve-k")
+            search = gr.Button("Find similar images", variant="primary", elem_id="retrieve-search")
+            examples = service.example_images()
+            if examples:
+                gr.Examples([[str(p)] for p in examples], inputs=[query], cache_examples=False,
+                            examples_per_page=12, label="Queries from query_images/ (never in the database)")
+        with gr.Column(scale=3, min_width=320):
+            verdict = gr.HTML(_empty_verdict("Drop a digit to find the most similar database images."),
+                              elem_id="retrieve-verdict")
+            gallery = gr.Gallery(label="Most similar (rank · file · class · distance)", columns=4,
+                                 height=330, object_fit="contain", elem_id="retrieve-gallery")
+            with gr.Row():
+                seen = gr.Image(label="What the extractor sees", interactive=False, height=150, buttons=[],
+                                elem_id="retrieve-seen")
+                # a table, not gr.JSON: gradio_client downloads any JSON dict with a "path" key as a file
+                results = gr.Dataframe(headers=["rank", "path", "label", "distance"], label="Ranked results",
+                                       interactive=False, elem_id="retrieve-results", max_height=200)
+            with gr.Accordion("Add images to the database", open=False):
+                with gr.Row():
+                    new_files = gr.File(file_count="multiple", type="filepath", elem_id="retrieve-add-files",
+                                        file_types=list(config.IMAGE_EXTENSIONS), label="Images to add")
+                    with gr.Column():
+                        new_label = gr.Dropdown([str(d) for d in range(10)], value=None, allow_custom_value=True,
+                                                label="Class folder (empty: no class)", elem_id="retrieve-add-label")
+                        add_btn = gr.Button("Add to database", elem_id="retrieve-add")
+                add_report = gr.Markdown(elem_id="retrieve-add-report")
+
+    def agreement(answer, source, set_id) -> tuple[str, str | None]:
+        near = answer.majority
+        votes = sum(h.label == near for h in answer.hits)
+        head = (f"Neighbours: mostly class <b>{html.escape(near)}</b> ({votes} of {len(answer.hits)})"
+                if near is not None else "Neighbours have no class folder")
+        try:
+            result = service.classify(source, set_id or SHIPPED)
+        except ImageError:
+            return f"<div class='empty'>{head}.</div>", None
+        except Exception:  # noqa: BLE001 - no usable classifier must not cost the user the results
+            return f"<div class='empty'>{head}. (No classifier is loaded to compare with.)</div>", None
+        said = ", ".join(f"{html.escape(n)} says <b>{html.escape(a.label)}</b>" for n, a in result.models.items())
+        predicted = next(iter(result.models.values())).label if result.agree else None
+        known = next(iter(result.models.values())).probabilities.keys()
+        if predicted is not None and predicted == near:
+            return (f"<div class='agree'><span class='big'>The neighbours agree with the classifiers: "
+                    f"{html.escape(near)}</span><br>{head}; {said}.</div>"), predicted
+        note = "" if near in known else f" (the classifiers only know classes {', '.join(known)})"
+        return (f"<div class='disagree'><span class='big'>The neighbours and the classifiers disagree</span>"
+                f"<br>{head}; {said}{html.escape(note)}.</div>"), predicted
+
+    def run(source, n, set_id, name=None):
+        try:
+            n = int(n)
+        except (TypeError, ValueError):
+            raise gr.Error("k must be a whole number.") from None
+        if not 1 <= n <= 50:
+            raise gr.Error("k must be between 1 and 50.")
+        try:
+            answer = service.retrieve(source, k=n, name=name)
+        except ImageError as err:
+            raise _user_error(err) from None
+        message, predicted = agreement(answer, source, set_id)
+        items = []
+        for hit in answer.hits:
+            mark = "" if predicted is None else (" ✓" if hit.label == predicted else " ✗")
+            caption = (f"#{hit.rank} · {hit.path.name} · class {hit.label if hit.label is not None else '-'}"
+                       f" · d={hit.distance:.3f}{mark}")
+            try:
+                items.append((thumbnail(hit.path), caption))
+            except ImageError:            # deleted or changed since indexing: say so, keep the rest
+                items.append((None, caption + " (file unreadable)"))
+        items = [(im, c) for im, c in items if im is not None]
+        listing = pd.DataFrame([[h.rank, str(h.path), h.label, round(h.distance, 6)] for h in answer.hits],
+                               columns=["rank", "path", "label", "distance"])
+        note = f" · {answer.extractor} · {answer.ms:.0f} ms"
+        return items, listing, message.replace("</div>", f"<br><small>{html.escape(note)}</small></div>", 1), \
+            to_display(answer.query_input)
+
+    def retrieve_file(payload, n, set_id=None):
+        path, name = _file_path(payload)
+        if path is None:
+            raise gr.Error("Drop, paste or pick a query image first.")
+        return run(path, n, set_id, name=name)
+
+    def retrieve_live(payload, n, set_id=None):
+        if _file_path(payload)[0] is None:
+            return [], None, _empty_verdict("Drop a digit to find the most similar database images."), None
+        return retrieve_file(payload, n, set_id)
+
+    def add(files, label):
+        paths = [f if isinstance(f, str) else _file_path(f)[0] for f in (files or [])]
+        paths = [p for p in paths if p]
+        if not paths:
+            raise gr.Error("Choose one or more image files to add.")
+        try:
+            report = service.add_to_database(paths, label=label or None)
+        except ValueError as err:
+            raise _user_error(err) from None
+        lines = [f"Added **{len(report.added)}** image(s); they are searchable now."]
+        lines += [f"- added `{html.escape(p.name)}`" for p in report.added]
+        lines += [f"- skipped `{html.escape(n)}`: {html.escape(r)}" for n, r in report.skipped]
+        info = service.database_info()
+        lines.append(f"\nDatabase: {info['images']} images in {len(info['classes'])} classes.")
+        return "\n".join(lines), None
+
+    inputs = [query, k] + ([model_set] if model_set is not None else [])
+    outputs = [gallery, results, verdict, seen]
+    common = dict(concurrency_limit=4, concurrency_id="retrieve")
+    search.click(retrieve_file, inputs, outputs, preprocess=False, api_name="retrieve", **common)
+    query.change(retrieve_live, inputs, outputs, preprocess=False, api_name="retrieve_live",
+                 show_progress="minimal", **common)
+    add_btn.click(add, [new_files, new_label], [add_report, new_files], api_name="add_to_database",
+                  concurrency_limit=1, concurrency_id="add_to_database")
+    to_retrieve = SHARED.get("to_retrieve")
+    if to_retrieve is not None:     # Classify's "Find similar images": show it here; .change searches
+        to_retrieve.change(lambda source: source, to_retrieve, query, api_name="receive_query",
+                           show_progress="hidden")
 
 
 def analyze_tab(service):

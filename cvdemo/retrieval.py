@@ -765,6 +765,15 @@ def add_files(database: Path, files: list[Path | str], label: str | None = None,
     return report
 
 
+def thumbnail(path: Path, side: int = 160):
+    """A database image, decoded safely and reduced to fit ``side`` pixels, for showing (PIL image)."""
+    from .images import decode, flatten
+
+    im = flatten(decode(path).image, background=255)
+    im.thumbnail((side, side))
+    return im
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 def labelled_queries(folder: Path) -> list[tuple[Path, str]]:
