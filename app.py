@@ -39,20 +39,23 @@ MODEL_TITLES = {"scratch": "CNN trained from scratch", "finetuned": "Fine-tuned 
 WEIGHT_SOURCES = [("digits: pretrained offline on MNIST 3-9", "digits"),
                   ("imagenet: Keras download (needs network)", "imagenet"), ("none: random init", "none")]
 
-# Gradio 6's editor waits for its "Brush" tool to be picked; pick it on load so the first stroke draws.
+# Gradio 6's editor waits for its "Brush" tool to be picked, and drops the tool again on "Clear
+# canvas". Keep a tool picked: whenever none of Brush/Erase/Pan is active, pick Brush, so the first
+# stroke always draws.
 PICK_BRUSH_JS = """
 () => {
-  const pick = () => {
+  const name = b => (b.getAttribute('aria-label') || b.title || '').trim();
+  const active = b => b.classList.contains('highlight') || b.classList.contains('selected')
+                      || b.getAttribute('aria-pressed') === 'true';
+  const keepBrush = () => {
     const root = document.querySelector('#sketch');
-    if (!root) return false;
-    const brush = [...root.querySelectorAll('button')].find(
-      b => (b.getAttribute('aria-label') || b.title || '').trim() === 'Brush');
-    if (!brush) return false;
-    if (!brush.classList.contains('selected')) brush.click();
-    return true;
+    if (!root || !root.offsetParent) return;           // not rendered or tab hidden
+    const buttons = [...root.querySelectorAll('button')];
+    if (buttons.some(b => ['Brush', 'Erase', 'Pan'].includes(name(b)) && active(b))) return;
+    const brush = buttons.find(b => name(b) === 'Brush');
+    if (brush) brush.click();
   };
-  let tries = 0;
-  const timer = setInterval(() => { if (pick() || ++tries > 150) clearInterval(timer); }, 100);
+  setInterval(keepBrush, 250);
 }
 """
 
@@ -506,7 +509,133 @@ def retrieve_tab(service):
 
 
 def analyze_tab(service):
-    gr.Markdown("Analysis loads here.")
+    """Metrics, figures, rotatable 3D t-SNE, misclassified images and the report bundle of the
+    session's model set (computed once per set, then cached on disk)."""
+    from PIL import Image
+
+    from cvdemo.images import decode
+
+    model_set = SHARED.get("model_set") or gr.State(SHIPPED)
+    gr.Markdown("Accuracy, per-class scores, confusion matrices, training curves, t-SNE of the features, "
+                "misclassified images and calibration of the models in use, on their validation split. "
+                "The first analysis of a model set takes a minute or two; after that it opens instantly.")
+    with gr.Row():
+        load_btn = gr.Button("Show the analysis", variant="primary", elem_id="analyze-load")
+        bundle_btn = gr.Button("Build the report bundle (.zip)", elem_id="analyze-bundle")
+    status = gr.Markdown(elem_id="analyze-status")
+    bundle_file = gr.File(label="Report bundle: figures, report.md, metrics.json, .keras + .tflite models, "
+                          "classify.py", visible=False, elem_id="analyze-zip")
+    comparison = gr.Dataframe(label="Side by side", interactive=False, elem_id="analyze-comparison")
+    with gr.Row():
+        distribution = gr.Image(label="Class distribution", type="pil", interactive=False)
+        samples = gr.Image(label="Samples per class (model input)", type="pil", interactive=False)
+    per_class = gr.Dataframe(label="Per-class precision / recall / F1", interactive=False)
+    figures = gr.Gallery(label="Confusion matrices, training curves, 2D t-SNE, calibration", columns=2,
+                         height="auto", object_fit="contain", elem_id="analyze-figures")
+    with gr.Row():
+        tsne_model = gr.Dropdown(label="3D t-SNE of model", choices=[], interactive=True)
+    tsne3d = gr.Plot(label="3D t-SNE of the embedding layer (drag to rotate)", elem_id="analyze-tsne3d")
+    gr.Markdown("### Misclassified images\nClick one to see it large, with every model's answer and its "
+                "distance to the class centroids in each model's feature space.")
+    with gr.Row():
+        wrong = gr.Gallery(label="Misclassified by at least one model", columns=8, height=320,
+                           allow_preview=False, elem_id="analyze-misclassified", scale=3)
+        with gr.Column(scale=2):
+            wrong_image = gr.Image(label="Selected image", type="pil", interactive=False, height=240)
+            wrong_detail = gr.Markdown(elem_id="analyze-detail")
+    suspects = gr.Markdown()
+    shown_rows = gr.State([])      # evaluated-image indices behind the gallery tiles
+
+    def get(set_id, progress=None):
+        try:
+            return service.analysis(set_id, progress=progress)
+        except (DatasetError, CheckpointError, KeyError, ImageError) as err:
+            raise _user_error(err) from None
+
+    def short(name: str) -> str:
+        return name[:-len("_digits")] if name.endswith("_digits") else name
+
+    def show(set_id, progress=gr.Progress()):
+        analysis = get(set_id, lambda f, m: progress(f, desc=m))
+        pictures = lambda name: Image.open(analysis.figures[name])  # noqa: E731
+        gallery = [(pictures(f"confusion_{m}.png"), f"{m}: confusion matrix") for m in analysis.models]
+        gallery += [(pictures("curves.png"), "training curves (dotted: fine-tuning starts)")]
+        gallery += [(pictures(f"tsne2d_{m}.png"), f"{m}: 2D t-SNE") for m in analysis.models]
+        gallery += [(pictures("calibration.png"), "reliability diagrams and ECE"),
+                    (pictures("misclassified.png"), "misclassified images and distance ratios")]
+        rows = analysis.misclassified()
+        tiles = [(to_display(analysis.model_input(r["index"]), 4),
+                  f"true {short(r['true'])} · " + " · ".join(
+                      f"{m} {short(a['predicted'])}{'' if a['correct'] else ' ✗'}" for m, a in r["models"].items()))
+                 for r in rows]
+        table = pd.DataFrame(analysis.comparison()).round(4)
+        suspects_list = analysis.suspects()
+        suspect_text = (f"**Likely mislabelled or ambiguous** (closer to another class's centroid than to their "
+                        f"own label's in every model): {len(suspects_list)} image(s)" +
+                        (": " + ", ".join(html.escape(f"{r['path'].split('/')[-1]} (labelled {short(r['true'])})")
+                                          for r in suspects_list[:30]) if suspects_list else "."))
+        data = analysis.result.data
+        leak = (f"Leakage check: {len(analysis.result.duplicates)} near-duplicate(s) of training images "
+                f"among the evaluated ones." if data.get("n_train_checked") else "Leakage check not run.")
+        first = analysis.models[0]
+        return (f"Evaluated on the {html.escape(data['description'])}. {leak}",
+                table, pictures("distribution.png"), pictures("samples.png"),
+                pd.DataFrame(analysis.per_class()).round(4), gallery,
+                gr.Dropdown(choices=analysis.models, value=first), analysis.tsne3d_plot(first),
+                tiles, [r["index"] for r in rows], suspect_text, None, "")
+
+    def rotate(set_id, model):
+        if not model:
+            return None
+        analysis = get(set_id)
+        if model not in analysis.models:
+            raise gr.Error("That model is not in the analysed set; press 'Show the analysis' again.")
+        return analysis.tsne3d_plot(model)
+
+    def pick(set_id, indices, evt: gr.SelectData):
+        if not indices or evt.index is None or evt.index >= len(indices):
+            return None, ""
+        analysis = get(set_id)
+        detail = analysis.detail(indices[evt.index])
+        try:
+            picture = decode(detail["path"]).image
+        except ImageError:       # the file moved since the analysis: show the model input instead
+            picture = Image.fromarray(to_display(analysis.model_input(detail["index"]), 8))
+        lines = [f"**{html.escape(detail['path'].split('/')[-1])}**, labelled **{short(detail['true'])}**\n",
+                 "| model | says | confidence | d(true centroid) | d(predicted centroid) | nearest centroid |",
+                 "|---|---|---|---|---|---|"]
+        for m, a in detail["models"].items():
+            nearest = min(a["centroid_distances"], key=a["centroid_distances"].get)
+            lines.append(f"| {m} | {short(a['predicted'])}{'' if a['predicted'] == detail['true'] else ' ✗'} | "
+                         f"{a['confidence']:.2f} | {a['d_true']:.2f} | {a['d_pred']:.2f} | {short(nearest)} |")
+        return picture, "\n".join(lines)
+
+    def make_bundle(set_id, progress=gr.Progress()):
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        try:
+            path = service.report_bundle(set_id, progress=lambda f, m: progress(f, desc=m))
+        except (DatasetError, CheckpointError, KeyError, ImageError) as err:
+            raise _user_error(err) from None
+        except RuntimeError as err:        # a TFLite conversion that failed its check
+            raise gr.Error(f"The bundle could not be built: {html.escape(str(err))}") from None
+        # Gradio serves files from its temp dir, cwd or allowed_paths: hand it a copy in temp
+        served = Path(tempfile.gettempdir()) / "cvdemo-bundles" / path.name
+        if not served.exists():
+            served.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, served)
+        return gr.File(value=str(served), visible=True), "Report bundle ready: download it below."
+
+    outputs = [status, comparison, distribution, samples, per_class, figures, tsne_model, tsne3d, wrong,
+               shown_rows, suspects, wrong_image, wrong_detail]
+    load_btn.click(show, model_set, outputs, api_name="analysis", concurrency_limit=1,
+                   concurrency_id="analysis")
+    tsne_model.input(rotate, [model_set, tsne_model], tsne3d, api_name="analysis_tsne3d")
+    wrong.select(pick, [model_set, shown_rows], [wrong_image, wrong_detail], api_name=False)
+    bundle_btn.click(make_bundle, model_set, [bundle_file, status], api_name="report_bundle",
+                     concurrency_limit=1, concurrency_id="analysis")
 
 
 # ----------------------------------------------------------------------------- app

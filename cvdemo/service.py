@@ -348,6 +348,40 @@ class Service:
         trained = json.loads((folder / "run.json").read_text())["models"] if set_id != SHIPPED else []
         return [folder / f"{name}.keras" for name in trained if (folder / f"{name}.keras").exists()]
 
+    # ------------------------------------------------------------------ analysis (cvdemo.report)
+    analysis_cache: Path = config.CACHE_DIR       # tests point this at tmp_path
+    _analysis_lock = threading.Lock()             # one analysis at a time: they are CPU-heavy
+
+    def analysis(self, set_id: str = SHIPPED, data_dir: Path | None = None, progress=None):
+        """The cached :class:`cvdemo.report.Analysis` of a model set (computed on first call).
+
+        ``progress(fraction, message)`` is called while computing. ``data_dir``: evaluate every
+        image of that labelled folder instead of the models' validation split.
+        """
+        from .report import analyze_cached
+
+        model_set = self.model_set(set_id)
+        key = (set_id, str(Path(data_dir).resolve()) if data_dir else None)
+        memo = self.__dict__.setdefault("_analyses", {})   # model sets are immutable: safe to memoise
+        if data_dir is None and key in memo and memo[key].folder.is_dir():
+            return memo[key]
+        checkpoints = {name: served.checkpoint for name, served in model_set.models.items()}
+        with self._analysis_lock:
+            memo[key] = analyze_cached(checkpoints, Path(data_dir) if data_dir else None, progress,
+                                       cache_dir=self.analysis_cache)
+        return memo[key]
+
+    def report_bundle(self, set_id: str = SHIPPED, progress=None) -> Path:
+        """The report zip of a model set: figures, report.md, metrics.json, .keras + .tflite, usage."""
+        from .report import bundle
+
+        analysis = self.analysis(set_id, progress=(lambda f, m: progress(0.5 * f, m)) if progress else None)
+        model_set = self.model_set(set_id)
+        checkpoints = {name: served.checkpoint for name, served in model_set.models.items()}
+        with self._analysis_lock:
+            return bundle(analysis, checkpoints, cache_dir=self.analysis_cache,
+                          progress=(lambda f, m: progress(0.5 + 0.5 * f, m)) if progress else None)
+
 
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
