@@ -1,0 +1,89 @@
+"""Training on tiny data: events, metadata, saving, stopping, and both fine-tuning phases."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from cvdemo import checkpoints as ckpt
+from cvdemo.config import FinetuneConfig, TrainConfig
+from cvdemo.train import fit_finetuned, prepare, train
+from conftest import write_digits
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return write_digits(tmp_path_factory.mktemp("train") / "digits", per_class=10)
+
+
+def test_train_scratch_saves_a_checkpoint_with_metadata(tiny_data, tmp_path):
+    events = []
+    results = train(tiny_data, ("scratch",), TrainConfig(epochs=2, batch_size=8), out=tmp_path,
+                    on_event=events.append)
+    result = results["scratch"]
+    assert result.checkpoint == tmp_path / "scratch.keras" and not result.stopped
+    kinds = [e["kind"] for e in events]
+    for kind in ("data", "load", "start", "epoch", "model_done", "done"):
+        assert kind in kinds, kind
+    assert kinds.index("start") < kinds.index("epoch") < kinds.index("model_done") < kinds.index("done")
+    assert [e["epoch"] for e in events if e["kind"] == "epoch"] == [1, 2]
+    meta = ckpt.read_meta(tmp_path, "scratch")
+    assert meta["class_names"] == ["0_digits", "1_digits", "2_digits"]
+    assert meta["input_shape"] == [28, 28, 1] and meta["profile"] == "digits"
+    assert meta["epochs_run"] == 2 and len(meta["history"]["loss"]) == 2
+    assert meta["data"]["n_train"] == 24 and meta["data"]["n_val"] == 6
+    assert len(meta["data"]["val_files"]) == 6 and meta["weights"] == "none"
+    assert 0 <= meta["val_accuracy"] <= 1 and len(meta["metrics"]["confusion_matrix"]) == 3
+    assert meta["data"]["fingerprint"] == prepare(tiny_data, TrainConfig()).fingerprint
+    loaded = ckpt.load(tmp_path, "scratch")
+    x = np.zeros((1, 28, 28, 1), np.float32)
+    assert np.allclose(np.asarray(loaded.model(x)), np.asarray(result.model(x)), atol=1e-5)
+
+
+def test_a_stopped_run_saves_nothing(tiny_data, tmp_path):
+    ckpt_before = train(tiny_data, ("scratch",), TrainConfig(epochs=1, batch_size=8), out=tmp_path)
+    before = (tmp_path / "scratch.keras").read_bytes()
+    stop = threading.Event()
+
+    def on_event(event):
+        if event["kind"] == "batch":
+            stop.set()
+
+    results = train(tiny_data, ("scratch",), TrainConfig(epochs=3, batch_size=8), out=tmp_path,
+                    on_event=on_event, stop=stop)
+    assert results["scratch"].stopped and results["scratch"].checkpoint is None
+    assert (tmp_path / "scratch.keras").read_bytes() == before
+    assert results["scratch"].meta["epochs_run"] == 1          # it stopped in the first epoch
+    assert ckpt_before["scratch"].checkpoint.exists()
+
+
+def test_finetune_runs_both_phases(tiny_data):
+    events = []
+    prepared = prepare(tiny_data, TrainConfig(profile="digits"))
+    result = fit_finetuned(prepared, TrainConfig(epochs=2, batch_size=8),
+                           FinetuneConfig(weights="none", augmented_copies=1), on_event=events.append)
+    phases = [e["phase"] for e in events if e["kind"] == "epoch"]
+    assert phases == ["head", "fine-tune"]
+    assert result.meta["weights"] == "none" and result.meta["backbone"] == "mobilenet_v2"
+    assert result.meta["head_epochs"] == 1 and result.meta["fine_tune_epochs"] == 1
+    assert any(e["kind"] == "phase" and e["phase"] == "features" for e in events)
+    backbone = result.model.get_layer("backbone")
+    assert backbone.trainable                                  # the top was unfrozen
+
+
+@pytest.mark.slow
+def test_training_is_reproducible(tiny_data):
+    cfg = TrainConfig(epochs=1, batch_size=8)
+    a, b = (train(tiny_data, ("scratch",), cfg, out=None)["scratch"] for _ in range(2))
+    assert a.meta["history"]["loss"] == pytest.approx(b.meta["history"]["loss"], rel=1e-3)
+    assert a.meta["data"]["val_files"] == b.meta["data"]["val_files"]
+
+
+def test_bad_data_folder_fails_before_training(tmp_path):
+    from cvdemo.data import DatasetError
+
+    write_digits(tmp_path / "one", per_class=3, classes=(1,))
+    with pytest.raises(DatasetError, match="at least 2"):
+        train(tmp_path / "one", ("scratch",), TrainConfig(epochs=1), out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
