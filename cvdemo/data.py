@@ -284,10 +284,11 @@ def make_augmenter(profile: str, seed: int = config.SEED):
     """Keras preprocessing layers for training only. Never flips: a mirrored 2 is not a 2."""
     import keras
 
-    from .layers import RandomStrokeWidth
+    from .layers import RandomFoot, RandomStrokeWidth
 
     if profile == "digits":
         return keras.Sequential([
+            RandomFoot(0.5, seed=seed + 5),
             keras.layers.RandomRotation(0.035, fill_mode="constant", fill_value=0.0, seed=seed),
             keras.layers.RandomZoom(0.12, fill_mode="constant", fill_value=0.0, seed=seed + 1),
             keras.layers.RandomTranslation(0.08, 0.08, fill_mode="constant", fill_value=0.0, seed=seed + 2),
