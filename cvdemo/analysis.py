@@ -328,7 +328,7 @@ class AnalysisResult:
                 closer_elsewhere.append(nearest != true)
                 per_model[name] = {"predicted": names[pred], "confidence": float(r.probabilities[i, pred]),
                                    "correct": pred == true, "d_true": float(d[true]), "d_pred": float(d[pred]),
-                                   "ratio": float(d[true] / d[pred]) if d[pred] > 0 else 1.0,
+                                   "ratio": _ratio(d[true], d[pred]),
                                    "nearest_centroid": names[nearest]}
             rows.append({"index": int(i), "path": self.paths[i], "true": names[true], "models": per_model,
                          "suspect": bool(all(closer_elsewhere))})
@@ -347,7 +347,7 @@ class AnalysisResult:
             true = int(self.labels[i])
             out.append({"index": int(i), "path": self.paths[i], "true": names[true],
                         "nearest": {name: names[int(np.nanargmin(r.distances[i]))] for name, r in self.models.items()},
-                        "ratio": {name: float(r.distances[i, true] / np.nanmin(r.distances[i]))
+                        "ratio": {name: _ratio(r.distances[i, true], np.nanmin(r.distances[i]))
                                   for name, r in self.models.items()}})
         return out
 
@@ -366,6 +366,11 @@ class AnalysisResult:
             "misclassified": self.misclassified(),
             "suspects": self.suspects(),
         }
+
+
+def _ratio(d_true: float, d_other: float) -> float:
+    """d_true / d_other, 1.0 when both are 0 (a lone image is its class's centroid)."""
+    return float(d_true / d_other) if d_other > 0 else (1.0 if d_true == 0 else float("inf"))
 
 
 def cache_key(metas: dict[str, dict], data_fingerprint: str) -> str:
