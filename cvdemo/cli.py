@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_data)
 
     p = sub.add_parser("pretrain", help="pretrain the offline 'digits' backbone on MNIST digits 3-9")
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--backbone", default="mobilenet_v2", choices=sorted(BACKBONES))
     p.add_argument("--out", default=str(config.CHECKPOINT_DIR))
     p.add_argument("--json", action="store_true")

@@ -320,7 +320,7 @@ def train(data_dir: Path, model_names: tuple[str, ...] = ("scratch", "finetuned"
     return results
 
 
-def pretrain_backbone(backbone: str = "mobilenet_v2", epochs: int = 12,
+def pretrain_backbone(backbone: str = "mobilenet_v2", epochs: int = 30,
                       out: Path = config.CHECKPOINT_DIR, on_event: OnEvent | None = None,
                       stop: threading.Event | None = None, seed: int = config.SEED) -> dict:
     """Train a backbone from random init on the MNIST digits 3-9 (never 0, 1 or 2) and save its
