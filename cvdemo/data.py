@@ -269,7 +269,8 @@ def extract_zip(zip_path: Path, dest: Path, max_bytes: int = config.MAX_ZIP_BYTE
     while True:   # descend through wrapper folders that hold a single folder and no images
         entries = [p for p in root.iterdir() if not p.name.startswith(".")]
         dirs = [p for p in entries if p.is_dir()]
-        if len(dirs) == 1 and len(dirs) == len(entries):
+        # a lone folder of images is a (single) class, not a wrapper: scan_folder says so
+        if len(dirs) == 1 and len(dirs) == len(entries) and not any(p.is_file() for p in dirs[0].iterdir()):
             root = dirs[0]
             continue
         break
