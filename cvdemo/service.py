@@ -254,15 +254,15 @@ class Service:
         return self._train_lock.locked()
 
     # ------------------------------------------------------------------ retrieval
-    retrieval_extractor: str | None = None     # None: retrieval.DEFAULT_EXTRACTOR
+    retrieval_extractor: str | None = None     # None: retrieval.default_extractor(checkpoints)
 
     def retrieval_index(self):
         """The database's feature index (cvdemo.retrieval.FeatureIndex), created on first use."""
-        from .retrieval import DEFAULT_EXTRACTOR, FeatureIndex
+        from .retrieval import FeatureIndex
 
         with self._retrieval_lock:
             if self._retrieval is None:
-                self._retrieval = FeatureIndex(self.database, self.retrieval_extractor or DEFAULT_EXTRACTOR,
+                self._retrieval = FeatureIndex(self.database, self.retrieval_extractor,
                                                self.checkpoints)
             return self._retrieval
 
