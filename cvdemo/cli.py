@@ -40,16 +40,19 @@ def cmd_data(args) -> int:
 def cmd_pretrain(args) -> int:
     from .train import pretrain_backbone
 
-    with bar(args.epochs, f"pretraining {args.backbone} on digits 3-9", "epoch") as progress:
+    from .models import OWN_WEIGHTS
+
+    digits = OWN_WEIGHTS[args.weights]
+    with bar(args.epochs, f"pretraining {args.backbone} on digits {min(digits)}-{max(digits)}", "epoch") as progress:
         def on_event(event):
             if event["kind"] == "epoch":
                 progress.to(event["epoch"])
                 progress.set_postfix_str(f"val_acc={event['logs'].get('val_accuracy', 0):.4f}")
-        meta = pretrain_backbone(args.backbone, args.epochs, Path(args.out), on_event)
+        meta = pretrain_backbone(args.backbone, args.epochs, Path(args.out), on_event, tag=args.weights)
     if args.json:
         print_json(meta)
     else:
-        info(f"saved {meta['weights_file']} to {args.out}: val accuracy on digits 3-9 "
+        info(f"saved {meta['weights_file']} to {args.out}: val accuracy on digits {min(digits)}-{max(digits)} "
              f"{meta['val_accuracy']:.4f} in {meta['train_seconds']:.1f}s")
     return 0
 
@@ -192,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="pretrain the offline 'digits' backbone on MNIST digits 3-9")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--backbone", default="mobilenet_v2", choices=sorted(BACKBONES))
+    p.add_argument("--weights", default="digits", choices=["digits", "digits_all"],
+                   help="digits: MNIST 3-9, the fine-tuning source; digits_all: 0-9, for retrieval")
     p.add_argument("--out", default=str(config.CHECKPOINT_DIR))
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_pretrain)

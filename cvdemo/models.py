@@ -59,9 +59,15 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
-def digits_weights_path(backbone: str, checkpoints: Path = config.CHECKPOINT_DIR) -> Path:
+# The project's own offline weight sources, made by ``python -m cvdemo pretrain``:
+# "digits" saw MNIST 3-9 only, so fine-tuning on 0/1/2 from it leaks nothing into validation;
+# "digits_all" saw the whole pool of 0-9 (never the held-out queries) and serves retrieval only.
+OWN_WEIGHTS = {"digits": config.PRETRAIN_CLASSES, "digits_all": tuple(range(10))}
+
+
+def digits_weights_path(backbone: str, checkpoints: Path = config.CHECKPOINT_DIR, tag: str = "digits") -> Path:
     """Where ``python -m cvdemo pretrain`` writes the project's own offline backbone weights."""
-    return Path(checkpoints) / f"backbone_{backbone}_digits.weights.h5"
+    return Path(checkpoints) / f"backbone_{backbone}_{tag}.weights.h5"
 
 
 def describe_weights(source: str) -> str:
@@ -70,6 +76,8 @@ def describe_weights(source: str) -> str:
         return "ImageNet (Keras download)"
     if source == "digits":
         return "digits 3-9 (cvdemo pretrain, offline)"
+    if source == "digits_all":
+        return "digits 0-9 (cvdemo pretrain, offline; retrieval only)"
     if source in ("none", "", None):
         return "random init (not pretrained)"
     return f"local file {Path(source).name}"
@@ -97,12 +105,12 @@ def build_backbone(name: str, weights: str = "digits",
             if cached.exists():
                 raise
             raise WeightsUnavailable(_offline_message(spec, cached, err)) from None
-    path = digits_weights_path(name, checkpoints) if weights == "digits" else Path(weights)
+    path = digits_weights_path(name, checkpoints, weights) if weights in OWN_WEIGHTS else Path(weights)
     if not path.is_file():
-        if weights == "digits":
+        if weights in OWN_WEIGHTS:
             raise WeightsUnavailable(
-                f"The offline '{name}' digits backbone {path.name} is missing from {path.parent}. "
-                f"Create it with: python -m cvdemo pretrain --backbone {name}")
+                f"The offline '{name}' {weights} backbone {path.name} is missing from {path.parent}. "
+                f"Create it with: python -m cvdemo pretrain --backbone {name} --weights {weights}")
         raise WeightsUnavailable(f"Weights file {path} does not exist.")
     try:
         return spec.build(str(path))

@@ -77,8 +77,8 @@ def _compiled(model, shape=(config.DIGIT_SIZE, config.DIGIT_SIZE, 1)) -> Extract
 def _weights_file(backbone: str, weights: str, checkpoints: Path) -> Path:
     from .models import BACKBONES, digits_weights_path
 
-    if weights == "digits":
-        return digits_weights_path(backbone, checkpoints)
+    if weights in ("digits", "digits_all"):
+        return digits_weights_path(backbone, checkpoints, weights)
     return config.KERAS_HOME / "models" / BACKBONES[backbone].imagenet_file
 
 
@@ -151,6 +151,9 @@ def _pixels(checkpoints: Path) -> tuple[Extract, str]:
 EXTRACTORS: dict[str, ExtractorSpec] = {spec.name: spec for spec in (
     ExtractorSpec("digits_mobilenet_v2", "MobileNetV2 pretrained offline on MNIST digits 3-9, pooled features",
                   _backbone_extractor("mobilenet_v2", "digits"), _backbone_version("mobilenet_v2", "digits")),
+    ExtractorSpec("digits_all_mobilenet_v2", "MobileNetV2 pretrained offline on MNIST digits 0-9 "
+                  "(never the held-out queries), pooled features",
+                  _backbone_extractor("mobilenet_v2", "digits_all"), _backbone_version("mobilenet_v2", "digits_all")),
     ExtractorSpec("finetuned", "the fine-tuned classifier's 'embedding' layer (checkpoints/finetuned)",
                   _checkpoint_extractor("finetuned"), _checkpoint_version("finetuned")),
     ExtractorSpec("scratch", "the scratch CNN's 'embedding' layer (checkpoints/scratch)",

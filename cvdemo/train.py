@@ -322,9 +322,11 @@ def train(data_dir: Path, model_names: tuple[str, ...] = ("scratch", "finetuned"
 
 def pretrain_backbone(backbone: str = "mobilenet_v2", epochs: int = 30,
                       out: Path = config.CHECKPOINT_DIR, on_event: OnEvent | None = None,
-                      stop: threading.Event | None = None, seed: int = config.SEED) -> dict:
-    """Train a backbone from random init on the MNIST digits 3-9 (never 0, 1 or 2) and save its
-    weights as the offline ``digits`` weight source. Returns the metadata written beside it.
+                      stop: threading.Event | None = None, seed: int = config.SEED,
+                      tag: str = "digits") -> dict:
+    """Train a backbone from random init on MNIST digits and save its weights as an offline
+    weight source: ``digits`` (3-9, never 0, 1 or 2) or ``digits_all`` (0-9, for retrieval).
+    The held-out query digits are never used. Returns the metadata written beside the weights.
     """
     import json
 
@@ -333,16 +335,17 @@ def pretrain_backbone(backbone: str = "mobilenet_v2", epochs: int = 30,
     from . import checkpoints as ckpt
     from .data import make_augmenter, mnist_digits, mnist_partition, mnist_to_paper
     from .images import preprocess
-    from .models import build_finetuned, digits_weights_path
+    from .models import OWN_WEIGHTS, build_finetuned, digits_weights_path
 
     emit = on_event or (lambda e: None)
     keras.utils.set_random_seed(seed)
     pixels, labels = mnist_digits()
-    pool = [i for i in mnist_partition()["pool"] if labels[i] in config.PRETRAIN_CLASSES]
+    classes = tuple(sorted(OWN_WEIGHTS[tag]))
+    pool = [i for i in mnist_partition()["pool"] if labels[i] in classes]
     images = np.stack([preprocess(mnist_to_paper(pixels[i])) for i in pool])
-    y = np.searchsorted(config.PRETRAIN_CLASSES, labels[pool])
+    y = np.searchsorted(classes, labels[pool])
     train_idx, val_idx = split_indices(y, 0.1, seed)
-    model = build_finetuned(images.shape[1:], len(config.PRETRAIN_CLASSES), backbone, "none",
+    model = build_finetuned(images.shape[1:], len(classes), backbone, "none",
                             frozen_statistics=False)
     model.get_layer("backbone").trainable = True
     for layer in model.get_layer("backbone").layers:
@@ -356,18 +359,18 @@ def pretrain_backbone(backbone: str = "mobilenet_v2", epochs: int = 30,
     started = time.perf_counter()
     fitted = trainer.fit(images[train_idx], y[train_idx], batch_size=batch, epochs=epochs, verbose=0,
                          validation_data=(images[val_idx], y[val_idx]),
-                         callbacks=_callbacks(f"pretrain_{backbone}", "pretrain", epochs, steps, emit,
+                         callbacks=_callbacks(f"pretrain_{backbone}_{tag}", "pretrain", epochs, steps, emit,
                                               stop, started, None))
     if stop is not None and stop.is_set():
         raise RuntimeError("pretraining was stopped; nothing was saved")
-    path = digits_weights_path(backbone, out)
+    path = digits_weights_path(backbone, out, tag)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.weights.h5")
     model.get_layer("backbone").save_weights(tmp)
     import os
 
     os.replace(tmp, path)
-    meta = {"backbone": backbone, "weights_file": path.name, "classes": list(config.PRETRAIN_CLASSES),
+    meta = {"backbone": backbone, "weights": tag, "weights_file": path.name, "classes": list(classes),
             "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "epochs": epochs,
             "val_accuracy": float(fitted.history["val_accuracy"][-1]),
             "history": {k: [float(v) for v in vs] for k, vs in fitted.history.items()},
