@@ -59,6 +59,10 @@ PICK_BRUSH_JS = """
 }
 """
 
+CLICK_CLEAR_CANVAS_JS = """
+() => { document.querySelector('#sketch button[aria-label="Clear canvas"]')?.click(); }
+"""
+
 CSS = """
 #verdict .agree {background:#e7f6ec; border-left:6px solid #1f9d55; padding:10px 14px; border-radius:6px;}
 #verdict .disagree {background:#fff4e5; border-left:6px solid #e8590c; padding:10px 14px; border-radius:6px;}
@@ -113,6 +117,13 @@ def _verdict(result) -> str:
     return f"<div class='disagree'><span class='big'>The models disagree</span><br>{said}</div>"
 
 
+def _caption(name: str, answer=None) -> str:
+    title = f"**{name}**: {MODEL_TITLES.get(name, name)}"
+    if answer is None:
+        return title
+    return f"{title}  \n{answer.ms:.0f} ms · weights: {html.escape(answer.weights)}"
+
+
 def _empty_verdict(text: str) -> str:
     return f"<div class='empty'>{html.escape(text)}</div>"
 
@@ -126,11 +137,13 @@ def classify_tab(service: Service, model_set: gr.State) -> None:
         with gr.Column(scale=2, min_width=320):
             with gr.Tabs():
                 with gr.Tab("Draw", id="draw"):
-                    sketch = gr.Sketchpad(
+                    gr.Markdown("Draw one digit, large and centred. The predictions update as you draw; "
+                                "undo or clear with the toolbar or the Clear button.")
+                    sketch = gr.Sketchpad(show_label=False,
                         type="numpy", image_mode="L", canvas_size=(320, 320), fixed_canvas=True,
                         brush=gr.Brush(default_size=22, colors=["#000000"], color_mode="fixed"),
                         eraser=gr.Eraser(default_size=30), layers=False, transforms=(),
-                        label="Draw a digit (predictions update as you draw)", elem_id="sketch")
+                        label="Drawing", elem_id="sketch")
                     with gr.Row():
                         draw_btn = gr.Button("Classify drawing", variant="primary", elem_id="classify-drawing")
                         clear_btn = gr.Button("Clear", elem_id="clear-drawing")
@@ -150,9 +163,10 @@ def classify_tab(service: Service, model_set: gr.State) -> None:
             with gr.Row():
                 for name in DISPLAY_ORDER:
                     with gr.Column(min_width=200):
-                        labels[name] = gr.Label(num_top_classes=3, label=f"{name}: {MODEL_TITLES[name]}",
+                        captions[name] = gr.Markdown(_caption(name), visible=name != "lenet",
+                                                     elem_id=f"caption-{name}")
+                        labels[name] = gr.Label(num_top_classes=3, show_label=False, label=name,
                                                 visible=name != "lenet", elem_id=f"label-{name}")
-                        captions[name] = gr.Markdown(visible=name != "lenet", elem_id=f"caption-{name}")
             gr.Markdown("**What the model sees**: your input, then the 28×28 image each model "
                         "actually received after preprocessing (white ink on black, like MNIST).")
             with gr.Row():
@@ -170,15 +184,15 @@ def classify_tab(service: Service, model_set: gr.State) -> None:
         return [
             _verdict(result), raw_value,
             *[gr.Label(value=a.probabilities if a else None, visible=a is not None) for a in slots.values()],
-            *[gr.Markdown(value=(f"**{a.label}** · {a.ms:.0f} ms · weights: {a.weights}" if a else ""),
-                          visible=a is not None) for a in slots.values()],
+            *[gr.Markdown(value=_caption(n, a), visible=a is not None) for n, a in slots.items()],
             *[gr.Image(value=to_display(a.model_input) if a else None, visible=a is not None)
               for a in slots.values()],
             result.as_dict(), source,
         ]
 
     def nothing(text):
-        return [_empty_verdict(text), None, *[None] * (3 * len(DISPLAY_ORDER)), None, None]
+        return [_empty_verdict(text), None, *[None] * len(DISPLAY_ORDER),
+                *[_caption(n) for n in DISPLAY_ORDER], *[None] * len(DISPLAY_ORDER), None, None]
 
     def classify_drawing(value, set_id):
         drawing = _drawing(value)
@@ -218,8 +232,9 @@ def classify_tab(service: Service, model_set: gr.State) -> None:
     sketch.change(classify_drawing_live, [sketch, model_set], outputs, trigger_mode="always_last",
                   show_progress="hidden", api_name="classify_drawing_live", **common)
     draw_btn.click(classify_drawing, [sketch, model_set], outputs, api_name="classify_drawing", **common)
-    clear_btn.click(lambda: (None, *nothing("Draw a digit first.")), None, [sketch, *outputs],
-                    api_name="clear_drawing", queue=False)
+    # Setting the editor's value to None from Python leaves it stuck loading in 6.31: press its own
+    # "Clear canvas" instead, which empties the layers and fires .change (resetting the outputs).
+    clear_btn.click(None, None, None, api_name="clear_drawing", js=CLICK_CLEAR_CANVAS_JS)
     upload.change(classify_upload_live, [upload, model_set], outputs, preprocess=False,
                   api_name="classify_upload_live", **common)
     upload_btn.click(classify_upload, [upload, model_set], outputs, preprocess=False,

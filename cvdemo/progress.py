@@ -119,6 +119,7 @@ class RunProgress:
 
     def _on_done(self, e: dict) -> None:
         self.stopped = bool(e.get("stopped"))
+        self.stage = "Stopped" if self.stopped else "Finished"
         self.lines.append("stopped at your request" if self.stopped else "training finished")
 
     def _on_activated(self, e: dict) -> None:

@@ -1,0 +1,47 @@
+"""Launch the Gradio app in this process on a free port, for the gradio_client and browser tests."""
+from __future__ import annotations
+
+import contextlib
+import socket
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_app(checkpoints: Path, runs: Path):
+    """Yield (url, service) for an app serving ``checkpoints``; trained sets go to ``runs``."""
+    import app
+    from cvdemo.service import Service
+
+    service = Service(checkpoints=checkpoints, runs=runs)
+    demo = app.build_app(service)
+    _, url, _ = app.launch(demo, service, prevent_thread_lock=True, quiet=True,
+                           server_name="127.0.0.1", server_port=free_port())
+    try:
+        yield url, service
+    finally:
+        job = service.job
+        if job is not None and not job.done.is_set():
+            job.stop.set()
+            job.done.wait(60)
+        demo.close()
+
+
+def zip_folder(folder: Path, out: Path) -> Path:
+    """Zip a class-folder dataset the way a user would (folder name as the top entry)."""
+    with zipfile.ZipFile(out, "w") as archive:
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file():
+                archive.write(path, Path(folder).name / path.relative_to(folder))
+    return out
