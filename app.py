@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import os
 import time
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -97,8 +98,23 @@ def _file_path(payload) -> tuple[str | None, str | None]:
     if payload is None:
         return None, None
     if isinstance(payload, dict):
-        return payload.get("path"), payload.get("orig_name")
-    return getattr(payload, "path", None), getattr(payload, "orig_name", None)
+        path, name = payload.get("path"), payload.get("orig_name")
+    else:
+        path, name = getattr(payload, "path", None), getattr(payload, "orig_name", None)
+    # With preprocess=False Gradio 6.31 does not check a gr.Image value sent without its
+    # "meta" key: {"path": "/any/file"} would reach us. Only Gradio's own upload cache is read.
+    if path is not None and not _uploaded(path):
+        raise gr.Error("That file was not uploaded to this app. Upload the image itself.")
+    return path, name
+
+
+def _uploaded(path) -> bool:
+    from gradio.utils import get_upload_folder
+
+    try:
+        return Path(path).resolve().is_relative_to(Path(get_upload_folder()).resolve())
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def _drawing(value):
@@ -502,6 +518,9 @@ def retrieve_tab(service):
             report = service.add_to_database(paths, label=label or None)
         except ValueError as err:
             raise _user_error(err) from None
+        if not report.added:
+            raise gr.Error("Nothing was added. " + " ".join(
+                f"{html.escape(n)}: {html.escape(r.rstrip('.'))}." for n, r in report.skipped))
         lines = [f"Added **{len(report.added)}** image(s); they are searchable now."]
         lines += [f"- added `{html.escape(p.name)}`" for p in report.added]
         lines += [f"- skipped `{html.escape(n)}`: {html.escape(r)}" for n, r in report.skipped]
@@ -705,7 +724,9 @@ def build_app(service: Service) -> gr.Blocks:
 
 def launch(demo: gr.Blocks, service: Service | None = None, **kwargs):
     """Queue and launch with the project's limits; extra kwargs go to ``Blocks.launch``."""
-    folders = [config.QUERY_DIR, config.DATABASE_DIR, config.RUNS_DIR]
+    # Served to anyone: only runs/ (the trained .keras files the Train tab offers). Examples are
+    # copied into Gradio's cache when the UI is built; retrieval thumbnails are sent as images.
+    folders = [config.RUNS_DIR]
     if service is not None:
         folders.append(service.runs)
     options = dict(

@@ -231,8 +231,9 @@ class Service:
                 label = (f"Trained {time.strftime('%H:%M:%S')}: " + ", ".join(
                     f"{n} {results[n].meta['val_accuracy']:.1%}" for n in finished) +
                     f" on {data_dir.name} ({len(classes)} classes)")
+                # no owner session hash here: runs/ is served to anyone (the trained models download)
                 ckpt.atomic_write_bytes(staging / "run.json", json.dumps(
-                    {"label": label, "owner": job.owner, "models": finished, "data": str(data_dir)}).encode())
+                    {"label": label, "models": finished, "data": str(data_dir)}).encode())
                 staging.rename(folder)           # the set appears whole or not at all
                 self.model_set(job.id)           # load + warm now, before anyone asks
                 job.set_id = job.id
