@@ -97,7 +97,15 @@ def cmd_train(args) -> int:
     if data_dir.resolve() == config.SAMPLE_DATA_DIR.resolve():
         ensure_sample_dataset(data_dir)
     names = {"all": ("scratch", "finetuned"), "both": ("scratch", "finetuned")}.get(args.model, (args.model,))
-    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, profile=args.profile,
+    if args.strategy == "multiworker" and os.environ.get("TF_CONFIG"):
+        import json
+
+        try:
+            json.loads(os.environ["TF_CONFIG"])["cluster"]
+        except (ValueError, KeyError, TypeError):
+            raise CliError("TF_CONFIG must be JSON like {\"cluster\": {\"worker\": [\"host1:port\", ...]}, "
+                           "\"task\": {\"type\": \"worker\", \"index\": 0}}") from None
+    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, profile=args.profile, strategy=args.strategy,
                       **({"batch_size": args.batch_size} if args.batch_size else {}),
                       **({"learning_rate": args.learning_rate} if args.learning_rate else {}))
     ft = FinetuneConfig(backbone=args.backbone, weights=args.weights)
@@ -214,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(config.CHECKPOINT_DIR), help="where checkpoints are written")
     p.add_argument("--checkpoints", default=str(config.CHECKPOINT_DIR), help="where the digits backbone is")
     p.add_argument("--logdir", default=None, help="write TensorBoard logs here")
+    p.add_argument("--strategy", default="default", choices=config.STRATEGIES,
+                   help="tf.distribute: mirrored = every GPU of this machine; multiworker = several "
+                        "machines described by TF_CONFIG (default: no strategy)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_train)
 

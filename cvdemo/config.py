@@ -42,6 +42,7 @@ SAMPLE_CLASSES = (0, 1, 2)        # the course task: digits 0, 1, 2
 PRETRAIN_CLASSES = (3, 4, 5, 6, 7, 8, 9)
 SAMPLE_IMAGE_SIZE = 100
 QUERY_RESERVE = 20                # per class, held out from every training set and the database
+STRATEGIES = ("default", "mirrored", "multiworker")   # TrainConfig.strategy; see train.distribution_strategy
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class TrainConfig:
     augment: bool = True
     profile: str | None = None    # "digits" | "photo" | None (detect)
     max_images_per_class: int | None = None
+    strategy: str = "default"     # tf.distribute: "default" (none) | "mirrored" | "multiworker"
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ Reports progress as plain event dicts through a callback and stops at the next b
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -144,6 +145,37 @@ def _compile(model, learning_rate, steps_total: int | None = None):
                   metrics=["accuracy"])
 
 
+_STRATEGIES: dict = {}      # created once per process (MultiWorkerMirroredStrategy may only be made once)
+
+
+def distribution_strategy(name: str = "default"):
+    """The ``tf.distribute`` strategy for ``TrainConfig.strategy``, or None for the default path.
+
+    ``mirrored``: synchronous data parallelism over every GPU of this machine (over the logical
+    CPU devices when there is no GPU, which is how the tests run it). ``multiworker``: the same
+    across machines described by the ``TF_CONFIG`` environment variable (one worker without it).
+    """
+    if name in (None, "default"):
+        return None
+    if name not in config.STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(config.STRATEGIES)}")
+    if name not in _STRATEGIES:
+        import tensorflow as tf
+
+        if name == "mirrored":
+            devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+            _STRATEGIES[name] = tf.distribute.MirroredStrategy([d.name for d in devices])
+        else:
+            _STRATEGIES[name] = tf.distribute.MultiWorkerMirroredStrategy()
+    return _STRATEGIES[name]
+
+
+def _scope(cfg: TrainConfig):
+    """Where models are built and compiled: the strategy's scope, or nothing by default."""
+    strategy = distribution_strategy(cfg.strategy)
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
 # ----------------------------------------------------------------------------- models
 
 def fit_classifier(name: str, prepared: Prepared, cfg: TrainConfig = TrainConfig(),
@@ -157,10 +189,11 @@ def fit_classifier(name: str, prepared: Prepared, cfg: TrainConfig = TrainConfig
     emit = on_event or (lambda e: None)
     keras.utils.set_random_seed(cfg.seed)
     arrays = prepared.arrays
-    model = build_model(name, arrays.images.shape[1:], len(arrays.class_names))
-    trainer = _with_augmentation(model, arrays.profile, cfg.seed) if cfg.augment else model
     steps = math.ceil(len(prepared.train_idx) / cfg.batch_size)
-    _compile(trainer, cfg.learning_rate, steps * cfg.epochs)
+    with _scope(cfg):
+        model = build_model(name, arrays.images.shape[1:], len(arrays.class_names))
+        trainer = _with_augmentation(model, arrays.profile, cfg.seed) if cfg.augment else model
+        _compile(trainer, cfg.learning_rate, steps * cfg.epochs)
     emit({"kind": "start", "model": name, "epochs": cfg.epochs, "params": model.count_params()})
     started = time.perf_counter()
     fitted = trainer.fit(prepared.x_train, prepared.y_train, batch_size=cfg.batch_size, epochs=cfg.epochs,
@@ -193,7 +226,9 @@ def fit_finetuned(prepared: Prepared, cfg: TrainConfig = TrainConfig(), ft: Fine
     emit = on_event or (lambda e: None)
     keras.utils.set_random_seed(cfg.seed)
     arrays = prepared.arrays
-    model = build_finetuned(arrays.images.shape[1:], len(arrays.class_names), ft.backbone, ft.weights, checkpoints)
+    with _scope(cfg):
+        model = build_finetuned(arrays.images.shape[1:], len(arrays.class_names), ft.backbone, ft.weights,
+                                checkpoints)
     head_epochs = max(1, round(cfg.epochs * ft.head_fraction)) if cfg.epochs > 1 else cfg.epochs
     tune_epochs = cfg.epochs - head_epochs
     emit({"kind": "start", "model": name, "epochs": cfg.epochs, "params": model.count_params(),
@@ -202,7 +237,8 @@ def fit_finetuned(prepared: Prepared, cfg: TrainConfig = TrainConfig(), ft: Fine
     history: dict = {}
 
     # phase 1: frozen backbone, cached features
-    features, head = split_finetuned(model)
+    with _scope(cfg):
+        features, head = split_finetuned(model)
     x_train, y_train = prepared.x_train, prepared.y_train
     views, labels = [x_train], [y_train]
     if cfg.augment:
@@ -217,7 +253,8 @@ def fit_finetuned(prepared: Prepared, cfg: TrainConfig = TrainConfig(), ft: Fine
     f_val = features.predict(prepared.x_val, batch_size=128, verbose=0)
     y_all = np.concatenate(labels)
     steps = math.ceil(len(f_train) / cfg.batch_size)
-    _compile(head, ft.head_learning_rate, steps * head_epochs)
+    with _scope(cfg):
+        _compile(head, ft.head_learning_rate, steps * head_epochs)
     fitted = head.fit(f_train, y_all, batch_size=cfg.batch_size, epochs=head_epochs,
                       validation_data=(f_val, prepared.y_val), shuffle=True, verbose=0,
                       callbacks=_callbacks(name, "head", cfg.epochs, steps, emit, stop, started, logdir))
@@ -237,9 +274,10 @@ def fit_finetuned(prepared: Prepared, cfg: TrainConfig = TrainConfig(), ft: Fine
                 layer.trainable = False       # keep the pretrained statistics
         emit({"kind": "phase", "model": name, "phase": "fine-tune",
               "message": f"unfroze {ft.backbone} from {names[first]} ({len(names) - first} layers)"})
-        trainer = _with_augmentation(model, arrays.profile, cfg.seed + 7) if cfg.augment else model
         steps = math.ceil(len(x_train) / cfg.batch_size)
-        _compile(trainer, ft.fine_tune_learning_rate, steps * tune_epochs)
+        with _scope(cfg):
+            trainer = _with_augmentation(model, arrays.profile, cfg.seed + 7) if cfg.augment else model
+            _compile(trainer, ft.fine_tune_learning_rate, steps * tune_epochs)
         fitted = trainer.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.epochs,
                              initial_epoch=head_epochs, validation_data=(prepared.x_val, prepared.y_val),
                              shuffle=True, verbose=0,
