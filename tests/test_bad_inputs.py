@@ -6,7 +6,6 @@ degenerate sizes get an answer or an ImageError, never another exception.
 """
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 
@@ -85,26 +84,8 @@ def test_degenerate_arrays(shape, fill):
         assert out.shape == (28, 28, 1) and 0 <= out.min() and out.max() <= 1
 
 
-def test_cli_predict_battery(battery, tiny_checkpoints):
-    """One ``predict`` run over the whole battery: answers for the odd encodings, one error each
-    for the broken files, a non-zero exit, JSON only on stdout and no traceback."""
-    from test_cli import run_cli
-
-    paths = [battery[name][0] for name in sorted(battery)]
-    proc = run_cli("predict", *paths, "--checkpoints", tiny_checkpoints, "--json")
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    entries = {Path(e["image"]).name: e for e in json.loads(proc.stdout)}
-    assert len(entries) == len(battery)
-    for name, (path, expect) in battery.items():
-        entry = entries[path.name]
-        if expect.kind == "digit":
-            assert "error" not in entry, f"{name}: {entry.get('error')}"
-            assert {"scratch", "finetuned"} <= set(entry["models"])
-        elif expect.kind == "error":
-            assert set(entry) == {"image", "error"}, name
-            assert all(word in entry["error"].lower() for word in expect.words), entry["error"]
-        else:
-            assert ("error" in entry) != ("models" in entry), name
+# The same battery through ``python -m cvdemo predict``: tests/test_cli.py::test_predict_command_json
+# (one subprocess for both, to keep the default run short).
 
 
 # ----------------------------------------------------------------------------- shipped models

@@ -90,14 +90,20 @@ def test_evaluate_command_json(tiny_checkpoints, tmp_path):
 
 
 def test_predict_command_json(tiny_checkpoints, tmp_path):
+    """One ``predict`` run: the JSON shape, plus the whole bad-input battery (issue 7): answers for
+    odd encodings, one specific error per broken file, a non-zero exit, no traceback."""
+    from inputs import make_inputs
+
     good = tmp_path / "two.png"
     digit_image(2).save(good)
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"this is not a png")
-    proc = run_cli("predict", good, bad, "--checkpoints", tiny_checkpoints, "--json")
+    battery = make_inputs(tmp_path / "battery")
+    proc = run_cli("predict", good, bad, *(p for p, _ in battery.values()),
+                   "--checkpoints", tiny_checkpoints, "--json")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    entries = json.loads(proc.stdout)
-    assert [e["image"] for e in entries] == [str(good), str(bad)]
+    entries = json.loads(proc.stdout)                                   # stdout is JSON only
+    assert [e["image"] for e in entries[:2]] == [str(good), str(bad)]
     assert set(entries[0]) == {"image", "models"}
     assert {"scratch", "finetuned"} <= set(entries[0]["models"])
     for answer in entries[0]["models"].values():
@@ -106,6 +112,20 @@ def test_predict_command_json(tiny_checkpoints, tmp_path):
         assert sum(answer["probabilities"].values()) == pytest.approx(1, abs=1e-3)
         assert answer["label"] == max(answer["probabilities"], key=answer["probabilities"].get)
     assert set(entries[1]) == {"image", "error"} and "could not be read" in entries[1]["error"]
+
+    by_path = {e["image"]: e for e in entries[2:]}
+    assert len(by_path) == len(battery)
+    for name, (path, expect) in battery.items():
+        entry = by_path[str(path)]
+        if expect.kind == "digit":
+            assert "error" not in entry, f"{name}: {entry.get('error')}"
+            assert {"scratch", "finetuned"} <= set(entry["models"])
+        elif expect.kind == "error":
+            assert set(entry) == {"image", "error"}, name
+            assert all(word in entry["error"].lower() for word in expect.words), entry["error"]
+        else:
+            assert ("error" in entry) != ("models" in entry), name
+
     from cvdemo import cli
 
     assert cli.main(["predict", str(good), "--checkpoints", str(tiny_checkpoints)]) == 0
