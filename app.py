@@ -117,6 +117,34 @@ def _uploaded(path) -> bool:
         return False
 
 
+def _image_file(image) -> str:
+    """A PNG file for an image output, written once and atomically under the temp dir.
+
+    Gradio 6.31 rewrites its cached copy of a numpy/PIL output in place on every request
+    (``save_pil_to_cache``), so two visitors getting the same picture at once can truncate each
+    other's download; a file path is copied into its cache atomically instead.
+    """
+    import hashlib
+    import io
+    import tempfile
+
+    from PIL import Image
+
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    folder = Path(tempfile.gettempdir()) / "cvdemo-images"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".png", dir=folder)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    return str(path)
+
+
 def _drawing(value):
     """The sketchpad's flattened drawing, or None for an untouched or cleared canvas."""
     return value.get("composite") if isinstance(value, dict) else None
@@ -201,7 +229,7 @@ def classify_tab(service: Service, model_set: gr.State) -> None:
             _verdict(result), raw_value,
             *[gr.Label(value=a.probabilities if a else None, visible=a is not None) for a in slots.values()],
             *[gr.Markdown(value=_caption(n, a), visible=a is not None) for n, a in slots.items()],
-            *[gr.Image(value=to_display(a.model_input) if a else None, visible=a is not None)
+            *[gr.Image(value=_image_file(to_display(a.model_input)) if a else None, visible=a is not None)
               for a in slots.values()],
             result.as_dict(), source,
         ]
@@ -488,7 +516,7 @@ def retrieve_tab(service):
             caption = (f"#{hit.rank} · {hit.path.name} · class {hit.label if hit.label is not None else '-'}"
                        f" · d={hit.distance:.3f}{mark}")
             try:
-                items.append((thumbnail(hit.path), caption))
+                items.append((_image_file(thumbnail(hit.path)), caption))
             except ImageError:            # deleted or changed since indexing: say so, keep the rest
                 items.append((None, caption + " (file unreadable)"))
         items = [(im, c) for im, c in items if im is not None]
@@ -496,7 +524,7 @@ def retrieve_tab(service):
                                columns=["rank", "path", "label", "distance"])
         note = f" · {answer.extractor} · {answer.ms:.0f} ms"
         return items, listing, message.replace("</div>", f"<br><small>{html.escape(note)}</small></div>", 1), \
-            to_display(answer.query_input)
+            _image_file(to_display(answer.query_input))
 
     def retrieve_file(payload, n, set_id=None):
         path, name = _file_path(payload)
