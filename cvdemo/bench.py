@@ -637,7 +637,8 @@ def markdown(document: dict) -> str:
              f"{m['platform']}; Python {v.get('python')}, TensorFlow {v.get('tensorflow-cpu') or v.get('tensorflow')}, "
              f"Keras {v.get('keras')}, Gradio {v.get('gradio')}, FAISS {v.get('faiss-cpu', 'not installed')}. "
              f"Load average {m.get('load_average')} at the start, {m.get('load_average_end')} at the end "
-             "(a load above the core count means other work shared the CPU and the timings are pessimistic).", ""]
+             "(a load above the core count means other work shared the CPU and the timings are pessimistic). "
+             f"Models from `{document['options']['checkpoints']}`.", ""]
     if document.get("quick"):
         lines += ["**Quick run** (`--quick`): fewer repeats, "
                   f"{document['options']['epochs']} epochs on at most "
@@ -744,6 +745,8 @@ def cmd_bench(args) -> int:
         raise CliError(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     opts = replace(opts, sections=sections, checkpoints=Path(args.checkpoints), database=Path(args.database),
                    data=Path(args.data))
+    if args.repeats is not None and args.repeats < 1:
+        raise CliError("--repeats must be at least 1")
     if args.repeats:
         opts = replace(opts, train_repeats=args.repeats, cold_starts=args.repeats, index_repeats=args.repeats)
     if not Path(opts.checkpoints).is_dir():
