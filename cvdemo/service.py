@@ -125,7 +125,8 @@ class Service:
     def _folder(self, set_id: str) -> Path:
         if set_id == SHIPPED:
             return self.checkpoints
-        if not set_id.startswith("run-") or not set_id[4:].replace("-", "").isalnum():
+        if (not set_id.startswith("run-") or len(set_id) > 64      # a user-sent id: never a long path
+                or not set_id[4:].replace("-", "").isalnum() or not set_id.isascii()):
             raise KeyError(f"unknown model set {set_id!r}")
         return self.runs / set_id
 
