@@ -22,7 +22,7 @@ CACHE_DIR = ROOT / ".cache"       # analysis caches (git-ignored)
 KERAS_HOME = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
 
 SEED = 1337
-PREPROCESSING_VERSION = 3
+PREPROCESSING_VERSION = 4
 
 # Digits: canonical model input, MNIST-like: white ink on black, digit fitted in a 20-px box,
 # centred in 28x28.
@@ -50,7 +50,7 @@ class TrainConfig:
     """Hyper-parameters shared by both models; every field is overridable from the CLI/UI."""
 
     epochs: int = 10
-    batch_size: int = 64
+    batch_size: int = 32
     learning_rate: float = 2e-3
     val_fraction: float = 0.2
     seed: int = SEED

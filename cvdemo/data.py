@@ -290,7 +290,7 @@ def make_augmenter(profile: str, seed: int = config.SEED):
     if profile == "digits":
         return keras.Sequential([
             RandomFoot(0.5, seed=seed + 5),
-            keras.layers.RandomRotation(0.035, fill_mode="constant", fill_value=0.0, seed=seed),
+            keras.layers.RandomRotation(0.05, fill_mode="constant", fill_value=0.0, seed=seed),
             keras.layers.RandomZoom(0.12, fill_mode="constant", fill_value=0.0, seed=seed + 1),
             keras.layers.RandomTranslation(0.08, 0.08, fill_mode="constant", fill_value=0.0, seed=seed + 2),
             RandomStrokeWidth(0.5, seed=seed + 3),

@@ -311,7 +311,7 @@ def _meta(name, model, prepared: Prepared, cfg: TrainConfig, history: dict, seco
         "epochs_run": len(history.get("loss", [])),
         "params": int(model.count_params()),
         "train_seconds": round(seconds, 2),
-        "data": {"root": str(prepared.root), "fingerprint": prepared.fingerprint,
+        "data": {"root": _portable(prepared.root), "fingerprint": prepared.fingerprint,
                  "n_train": int(len(prepared.train_idx)), "n_val": int(len(prepared.val_idx)),
                  "counts": prepared.counts(),
                  "val_files": [str(arrays.paths[i].relative_to(prepared.root)) for i in prepared.val_idx]},
@@ -323,6 +323,12 @@ def _meta(name, model, prepared: Prepared, cfg: TrainConfig, history: dict, seco
         "history": history,
         **(extra or {}),
     }
+
+
+def _portable(path: Path) -> str:
+    """A dataset path as saved in metadata: relative to the repository when inside it."""
+    path = Path(path).resolve()
+    return path.relative_to(config.ROOT).as_posix() if path.is_relative_to(config.ROOT) else str(path)
 
 
 def train(data_dir: Path, model_names: tuple[str, ...] = ("scratch", "finetuned"),
