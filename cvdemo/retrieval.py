@@ -166,10 +166,14 @@ EXTRACTORS: dict[str, ExtractorSpec] = {spec.name: spec for spec in (
                   lambda checkpoints: "pixels"),
 )}
 # Ranked by measurement on the 200 held-out MNIST queries against the shipped database
-# (python -m cvdemo retrieve --eval DIR --extractor NAME): the fine-tuned embedding retrieved
-# best (p@4 0.92, mAP 0.84), then the digits backbone (0.89 / 0.78), pixels (0.81 / 0.42), the
-# scratch embedding (0.75 / 0.46). The default is the first whose weights are present.
-PREFERENCE = ("finetuned", "digits_mobilenet_v2", "pixels")
+# (python -m cvdemo database --no-database --no-queries --eval-queries DIR;
+#  python -m cvdemo retrieve --eval DIR --extractor NAME), shipped checkpoints of 2026-11-25:
+#   digits_all_mobilenet_v2  p@4 0.971  mAP 0.957  worst class 0.925 (7)
+#   finetuned (0/1/2 head)   p@4 0.951  mAP 0.875  worst class 0.838
+#   digits_mobilenet_v2      p@4 0.916  mAP 0.841  worst class 0.663
+# Before those checkpoints: pixels 0.81 / 0.42, scratch embedding 0.75 / 0.46.
+# The default is the first whose weights are present.
+PREFERENCE = ("digits_all_mobilenet_v2", "finetuned", "digits_mobilenet_v2", "pixels")
 DEFAULT_EXTRACTOR = PREFERENCE[0]
 
 
