@@ -73,6 +73,8 @@ CSS = """
 .progress-track {background:#e9ecef; border-radius:6px; height:18px; overflow:hidden;}
 .progress-fill {background:#4c6ef5; height:100%; transition:width .4s;}
 #set-notice {min-height:0;}
+/* keep all four top-level tabs visible on a phone instead of hiding two behind "More tabs" */
+@media (max-width: 640px) { #tabs > .tab-wrapper button {padding-left:8px; padding-right:8px;} }
 """
 
 
@@ -307,8 +309,11 @@ def _progress_html(progress: RunProgress) -> str:
             f"<p>{percent}% · {html.escape(progress.stage)}</p>")
 
 
-def _curves(progress: RunProgress, metric: str) -> pd.DataFrame:
-    return pd.DataFrame(progress.curves(metric), columns=["epoch", "value", "series"])
+def _curves(progress: RunProgress, metric: str):
+    """Long-format rows for a gr.LinePlot; nothing until the first epoch (an empty frame would make
+    the chart guess non-numeric axes and keep them)."""
+    rows = progress.curves(metric)
+    return pd.DataFrame(rows, columns=["epoch", "value", "series"]) if rows else gr.skip()
 
 
 def train_tab(service: Service, model_set: gr.State, set_picker: gr.Dropdown, notice: gr.Markdown) -> None:
@@ -337,9 +342,13 @@ def train_tab(service: Service, model_set: gr.State, set_picker: gr.Dropdown, no
         with gr.Column(scale=3, min_width=300):
             bar = gr.HTML(_progress_html(RunProgress(stage="Not started")), elem_id="train-progress")
             with gr.Row():
-                loss_plot = gr.LinePlot(x="epoch", y="value", color="series", title="Loss", x_title="epoch",
+                # a fixed colour map: the chart keeps the series it first saw, so name all four now
+                colours = {"scratch train": "#74c0fc", "scratch val": "#1864ab",
+                           "finetuned train": "#ffa94d", "finetuned val": "#d9480f"}
+                loss_plot = gr.LinePlot(x="epoch", y="value", color="series", color_map=colours, title="Loss",
+                                        x_title="epoch",
                                         y_title="loss", height=260, elem_id="loss-plot")
-                acc_plot = gr.LinePlot(x="epoch", y="value", color="series", title="Accuracy",
+                acc_plot = gr.LinePlot(x="epoch", y="value", color="series", color_map=colours, title="Accuracy",
                                        x_title="epoch", y_title="accuracy", y_lim=[0, 1], height=260,
                                        elem_id="acc-plot")
             log = gr.Textbox(label="Log", lines=10, max_lines=10, autoscroll=True, elem_id="train-log")
@@ -718,9 +727,10 @@ def build_app(service: Service) -> gr.Blocks:
         SHARED["model_set"] = model_set
         SHARED["to_retrieve"] = gr.State(None)
         with gr.Row(equal_height=True):
-            gr.Markdown("## ✍️ cvdemo: handwritten digits\nA CNN trained from scratch next to a fine-tuned "
-                        "pretrained backbone: draw, train, retrieve, analyse.")
-            with gr.Column(min_width=280):
+            with gr.Column(scale=3, min_width=300):
+                gr.Markdown("## ✍️ cvdemo: handwritten digits\nA CNN trained from scratch next to a "
+                            "fine-tuned pretrained backbone: draw, train, retrieve, analyse.")
+            with gr.Column(scale=2, min_width=280):
                 set_picker = gr.Dropdown(service.available_sets(), value=SHIPPED, label="Models in use",
                                          elem_id="model-set")
                 notice = gr.Markdown(_set_notice(SHIPPED), elem_id="set-notice")

@@ -5,6 +5,7 @@ any UI; the figures are plain matplotlib ``Figure`` objects (no pyplot, safe in 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 METRICS = ("loss", "accuracy")
@@ -53,8 +54,13 @@ class RunProgress:
 
     def curves(self, metric: str) -> list[dict]:
         """Rows ``{"epoch", "value", "series"}`` for one metric, e.g. series "scratch val"."""
-        return [{"epoch": r["epoch"], "value": r["value"], "series": f"{r['model']} {r['split']}"}
+        rows = [{"epoch": r["epoch"], "value": r["value"], "series": f"{r['model']} {r['split']}"}
                 for r in self.rows if r["metric"] == metric]
+        # one NaN placeholder per series with no point yet: a chart that fixes its legend on the
+        # first data it sees then already knows every series that will appear
+        drawn = {r["series"] for r in rows}
+        waiting = [f"{m} {split}" for m in self.models for split in ("train", "val")]
+        return [{"epoch": 1, "value": math.nan, "series": name} for name in waiting if name not in drawn] + rows
 
     def summary(self) -> list[dict]:
         """One row per model for the comparison table."""

@@ -1,0 +1,171 @@
+"""The app in a real Chromium (Debian's /usr/bin/chromium) driven by Playwright: draw, train, tabs.
+
+Screenshots of every tab at desktop (1280x900) and phone (390x844) sizes go to /tmp/shots/.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from app_server import ROOT, running_app, zip_folder
+from conftest import write_digits
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path("/tmp/shots")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+SHIPPED = ROOT / "checkpoints"
+TABS = ("Classify", "Train", "Retrieve", "Analyze")
+
+sync_api = pytest.importorskip("playwright.sync_api")
+if not Path(CHROMIUM).exists():
+    pytest.skip("Debian chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+
+def _shipped_ready() -> bool:
+    return all((SHIPPED / f"{name}.{ext}").exists() for name in ("scratch", "finetuned") for ext in ("keras", "json"))
+
+
+@pytest.fixture(scope="module", params=["tiny", "shipped"])
+def server(request, tiny_checkpoints, tmp_path_factory):
+    if request.param == "shipped" and not _shipped_ready():
+        pytest.skip("no shipped checkpoints in checkpoints/")
+    checkpoints = tiny_checkpoints if request.param == "tiny" else SHIPPED
+    with running_app(checkpoints, tmp_path_factory.mktemp("runs")) as (url, service):
+        yield request.param, url, service
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(server[1])
+    page.wait_for_selector("#sketch canvas", timeout=30_000)
+    yield page
+    context.close()
+
+
+def draw_one(page) -> None:
+    """A vertical stroke in the middle of the canvas, without touching the toolbar first."""
+    page.locator("#sketch canvas").first.scroll_into_view_if_needed()
+    box = page.locator("#sketch canvas").first.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx + 4, cy - 0.3 * box["height"])
+    page.mouse.down()
+    page.mouse.move(cx - 4, cy + 0.3 * box["height"], steps=15)
+    page.mouse.up()
+
+
+def open_tab(page, name: str) -> None:
+    """Click a top-level tab, through Gradio's "More tabs" menu if the screen is too narrow."""
+    tab = page.locator("#tabs [role=tablist]").first.get_by_role("tab", name=name, exact=True)
+    if tab.count() and tab.is_visible():
+        tab.click()
+    else:
+        page.locator("#tabs .overflow-menu button[aria-label='More tabs']").first.click()
+        page.locator("#tabs .overflow-dropdown button", has_text=name).first.click()
+
+
+def top_label(page, name: str) -> str:
+    return page.locator(f"#label-{name} h2").first.inner_text(timeout=20_000).strip()
+
+
+def test_first_stroke_draws_and_both_models_answer(page, server):
+    kind, _, service = server
+    draw_one(page)   # no click on "Brush": the app must have picked it already
+    verdict = page.locator("#verdict")
+    sync_api.expect(verdict).to_contain_text(re.compile("agree|disagree"), timeout=30_000)
+    classes = service.model_set().class_names
+    labels = {name: top_label(page, name) for name in ("scratch", "finetuned")}
+    assert all(label in classes for label in labels.values()), labels
+    # "what the model sees": the raw input and each model's 28x28 input are shown as images
+    for elem in ("#raw-input", "#seen-scratch", "#seen-finetuned"):
+        sync_api.expect(page.locator(f"{elem} img").first).to_be_visible(timeout=10_000)
+    sync_api.expect(page.locator("#caption-scratch")).to_contain_text("ms")
+    if kind == "shipped":
+        assert labels == {"scratch": "1_digits", "finetuned": "1_digits"}
+        sync_api.expect(verdict).to_contain_text("1_digits")
+
+
+def test_clear_really_clears_and_the_next_stroke_draws(page):
+    draw_one(page)
+    sync_api.expect(page.locator("#verdict")).to_contain_text(re.compile("agree|disagree"), timeout=30_000)
+    page.locator("#clear-drawing").click()
+    sync_api.expect(page.locator("#verdict")).to_contain_text("Draw a digit first", timeout=20_000)
+    sync_api.expect(page.locator("#seen-scratch img")).to_have_count(0, timeout=10_000)
+    draw_one(page)
+    sync_api.expect(page.locator("#verdict")).to_contain_text(re.compile("agree|disagree"), timeout=30_000)
+
+
+def test_empty_canvas_button_says_draw_first(page):
+    page.locator("#classify-drawing").click()
+    sync_api.expect(page.get_by_text("Draw a digit first").first).to_be_visible(timeout=20_000)
+
+
+def test_training_in_the_browser_grows_curves_and_finishes(page, server, tmp_path):
+    kind, _, service = server
+    if kind != "tiny":
+        pytest.skip("one training run is enough")
+    data = zip_folder(write_digits(tmp_path / "mini", per_class=6), tmp_path / "mini.zip")
+    open_tab(page, "Train")
+    page.get_by_label("My own zip of class folders").check()
+    page.locator("#train-zip input[type=file]").set_input_files(str(data))
+    sync_api.expect(page.locator("#train-counts")).to_contain_text("0_digits", timeout=30_000)
+    weights = page.locator("input[aria-label='Backbone weights']")
+    weights.click()
+    page.get_by_role("option", name=re.compile("none: random init")).click()
+    epochs = page.locator("#train-epochs input[type=number]")
+    epochs.fill("2")
+    epochs.press("Enter")
+    page.locator("#train-start").click()
+    # curves appear while training runs (after the first epoch, before the end)
+    sync_api.expect(page.locator("#train-log textarea")).to_have_value(re.compile("scratch epoch 1/2"),
+                                                                      timeout=120_000)
+    # the curves grow during the run: scratch's lines are drawn before finetuned has any
+    sync_api.expect(page.locator("#loss-plot")).to_contain_text("scratch val", timeout=30_000)
+    early = page.locator("#loss-plot").inner_text()
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "train-running-desktop.png"), full_page=True)
+    sync_api.expect(page.locator("#train-progress")).to_contain_text("Finished", timeout=240_000)
+    sync_api.expect(page.locator("#train-table")).to_contain_text("finetuned", timeout=30_000)
+    page.screenshot(path=str(SHOTS / "train-done-desktop.png"), full_page=True)
+    sync_api.expect(page.locator("#loss-plot")).to_contain_text("finetuned val")
+    sync_api.expect(page.locator("#acc-plot")).to_contain_text("finetuned train")
+    sync_api.expect(page.locator("#acc-plot")).to_contain_text("accuracy")
+    sync_api.expect(page.locator("#train-files")).to_contain_text(re.compile(r"scratch\s*\.keras"), timeout=30_000)
+    sync_api.expect(page.locator("#set-notice")).to_contain_text("just trained", timeout=30_000)
+    sync_api.expect(page.locator("#train-confusion img, #train-confusion canvas").first).to_be_visible()
+    page.screenshot(path=str(SHOTS / "train-done-desktop.png"), full_page=True)
+
+
+@pytest.mark.parametrize("viewport", [(1280, 900), (390, 844)], ids=["desktop", "phone"])
+def test_every_tab_renders_and_screenshots(browser, server, viewport):
+    kind, url, _ = server
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_selector("#sketch canvas", timeout=30_000)
+    size = "desktop" if viewport[0] > 600 else "phone"
+    SHOTS.mkdir(exist_ok=True)
+    draw_one(page)
+    sync_api.expect(page.locator("#verdict")).to_contain_text(re.compile("agree|disagree"), timeout=30_000)
+    for tab in TABS:
+        open_tab(page, tab)
+        page.wait_for_timeout(1500)
+        panel = page.locator("[role=tabpanel]:visible").first
+        sync_api.expect(panel).to_be_visible()
+        assert panel.inner_text().strip(), f"{tab} tab is empty"
+        page.screenshot(path=str(SHOTS / f"{kind}-{tab.lower()}-{size}.png"), full_page=True)
+    context.close()
