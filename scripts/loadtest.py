@@ -122,7 +122,7 @@ def run(url: str, clients: int = 20, seconds: float = 30.0, k: int = 4, train: b
     reference = {path: (_classify(reference_client, path), _retrieve(reference_client, path, k))
                  for path, _ in images}
     wrong_class = [p.name for p, digit in images
-                   if not any(a["label"].startswith(str(digit)) for a in reference[p][0].values())]
+                   if not all(a["label"].split("_")[0] == str(digit) for a in reference[p][0].values())]
 
     job, trainer = None, None
     if train:
@@ -234,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("classify", "retrieve", "all"):
             print(f"  {name:8s} n={lat[name]['n']:5d}  p50={lat[name]['p50']} s  p95={lat[name]['p95']} s  "
                   f"max={lat[name]['max']} s")
+        wrong = figures["reference_wrong_class"]
+        print(f"  reference answers: {figures['clients'] - len(wrong)}/{figures['clients']} images classified "
+              f"as their digit by every model" + (f" (not: {', '.join(wrong)})" if wrong else ""))
         if figures["training"]:
             print(f"  training: {figures['training']}")
         for line in figures["error_samples"] + figures["mismatch_samples"]:
