@@ -692,6 +692,22 @@ class FeatureIndex:
 
 # ----------------------------------------------------------------------------- answers and additions
 
+def class_key(label: str | None) -> str | None:
+    """A class name normalised for comparison: database folders say ``2``, classifiers ``2_digits``.
+
+    Case-insensitive, a trailing ``_digits`` dropped; None stays None.
+    """
+    if label is None:
+        return None
+    key = str(label).strip().casefold()
+    return key[:-len("_digits")] if key.endswith("_digits") and len(key) > len("_digits") else key
+
+
+def same_class(a: str | None, b: str | None) -> bool:
+    """True when two class names mean the same class (see :func:`class_key`); None matches nothing."""
+    return a is not None and b is not None and class_key(a) == class_key(b)
+
+
 @dataclass
 class RetrievalAnswer:
     """One query's result: ranked hits, what the extractor saw, and how long it took."""
@@ -700,6 +716,7 @@ class RetrievalAnswer:
     query_input: np.ndarray        # (28, 28, 1) float32, the preprocessed query
     extractor: str
     ms: float
+    database: Path | None = None   # the searched folder, to show hit paths relative to it
 
     @property
     def majority(self) -> str | None:
@@ -709,8 +726,18 @@ class RetrievalAnswer:
             return None
         return max(labels, key=lambda label: (labels.count(label), -labels.index(label)))
 
+    def shown_path(self, hit: Hit) -> str:
+        """A hit's path for clients: ``<database folder name>/<relative path>``, never absolute."""
+        if self.database is not None:
+            try:
+                return (Path(self.database.name) / Path(hit.path).relative_to(self.database)).as_posix()
+            except ValueError:
+                pass
+        return Path(hit.path).name
+
     def as_list(self) -> list[dict]:
-        return [_hit_dict(h) for h in self.hits]
+        """The hits as ``{rank, path, label, distance}`` dicts, paths as :meth:`shown_path` gives them."""
+        return [{**_hit_dict(h), "path": self.shown_path(h)} for h in self.hits]
 
 
 @dataclass

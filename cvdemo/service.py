@@ -275,7 +275,8 @@ class Service:
         index = self.retrieval_index()
         started = time.perf_counter()
         image, hits = index.search(source, max(1, int(k)), name=name)
-        return RetrievalAnswer(hits, image, index.extractor_name, (time.perf_counter() - started) * 1000)
+        return RetrievalAnswer(hits, image, index.extractor_name, (time.perf_counter() - started) * 1000,
+                               database=index.database)
 
     def add_to_database(self, files: list, label: str | None = None):
         """Copy image files into the database (never overwriting) and index them now -> AddReport."""
@@ -365,13 +366,44 @@ class Service:
         model_set = self.model_set(set_id)
         key = (set_id, str(Path(data_dir).resolve()) if data_dir else None)
         memo = self.__dict__.setdefault("_analyses", {})   # model sets are immutable: safe to memoise
-        if data_dir is None and key in memo and memo[key].folder.is_dir():
+
+        def cached():
+            found = memo.get(key) if data_dir is None else None
+            return found if found is not None and found.folder.is_dir() else None
+
+        if cached() is not None:
             return memo[key]
         checkpoints = {name: served.checkpoint for name, served in model_set.models.items()}
+        if self._analysis_lock.locked() and progress is not None:
+            progress(0.0, "waiting for an analysis that is already being computed")
         with self._analysis_lock:
+            if cached() is not None:          # computed by the call we waited for: never twice
+                return memo[key]
             memo[key] = analyze_cached(checkpoints, Path(data_dir) if data_dir else None, progress,
                                        cache_dir=self.analysis_cache)
-        return memo[key]
+            return memo[key]
+
+    def warm_up(self, analysis: bool = True) -> dict[str, float]:
+        """Make the first visitor's requests fast: the retrieval index and extractor, then the
+        shipped set's analysis. Returns seconds per step; a failing step is skipped (reported as -1).
+        """
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        try:
+            index = self.retrieval_index()
+            index.ensure_fresh()
+            index.features_of(np.zeros((1, config.DIGIT_SIZE, config.DIGIT_SIZE, 1), np.float32))
+            timings["retrieval"] = time.perf_counter() - started
+        except Exception:  # noqa: BLE001 - no database or extractor: retrieval reports it on use
+            timings["retrieval"] = -1.0
+        if analysis:
+            started = time.perf_counter()
+            try:
+                self.analysis(SHIPPED)
+                timings["analysis"] = time.perf_counter() - started
+            except Exception:  # noqa: BLE001 - the Analyze tab reports the same error on use
+                timings["analysis"] = -1.0
+        return timings
 
     def report_bundle(self, set_id: str = SHIPPED, progress=None) -> Path:
         """The report zip of a model set: figures, report.md, metrics.json, .keras + .tflite, usage."""
