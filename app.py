@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -35,6 +36,11 @@ SHARED: dict[str, gr.components.Component | gr.Tabs] = {}
 
 SAMPLE_SOURCE = "Sample dataset (digits 0, 1, 2)"
 ZIP_SOURCE = "My own zip of class folders"
+# explicit headers for every table, so an empty one reads as "nothing yet", not "1 2 3"
+RESULT_HEADERS = ["rank", "path", "label", "distance"]
+TRAIN_HEADERS = ["model", "val accuracy", "macro F1", "training time (s)", "parameters", "saved"]
+COMPARISON_HEADERS = ["model", "accuracy", "macro_f1", "ece", "params", "train_seconds", "latency_ms", "weights"]
+PER_CLASS_HEADERS = ["model", "class", "precision", "recall", "f1", "support"]
 MODEL_TITLES = {"scratch": "CNN trained from scratch", "finetuned": "Fine-tuned pretrained backbone",
                 "lenet": "LeNet-5"}
 WEIGHT_SOURCES = [("digits: pretrained offline on MNIST 3-9", "digits"),
@@ -65,16 +71,27 @@ CLICK_CLEAR_CANVAS_JS = """
 """
 
 CSS = """
-#verdict .agree {background:#e7f6ec; border-left:6px solid #1f9d55; padding:10px 14px; border-radius:6px;}
-#verdict .disagree {background:#fff4e5; border-left:6px solid #e8590c; padding:10px 14px; border-radius:6px;}
-#verdict .empty {background:var(--block-background-fill); border-left:6px solid #adb5bd; padding:10px 14px;
+.verdict .agree {background:#e7f6ec; border-left:6px solid #1f9d55; padding:10px 14px; border-radius:6px;}
+.verdict .disagree {background:#fff4e5; border-left:6px solid #e8590c; padding:10px 14px; border-radius:6px;}
+.verdict .empty {background:var(--block-background-fill); border-left:6px solid #adb5bd; padding:10px 14px;
                  border-radius:6px; color:var(--body-text-color-subdued);}
-#verdict .big {font-size:1.25em; font-weight:600;}
+.verdict .big {font-size:1.25em; font-weight:600;}
+/* gallery captions carry rank, file, class and distance: wrap them instead of cutting them off */
+#retrieve-gallery .caption-label, #analyze-figures .caption-label {white-space:normal; max-width:calc(100% - 8px);}
+/* one legend for both training charts (the charts' own legends cut off the fourth series) */
+.curve-legend {display:flex; flex-wrap:wrap; gap:2px 18px; font-size:.9em; padding:0 4px;}
+.curve-legend .swatch {display:inline-block; width:22px; height:4px; border-radius:2px; margin-right:6px;
+                       vertical-align:middle;}
 .progress-track {background:#e9ecef; border-radius:6px; height:18px; overflow:hidden;}
 .progress-fill {background:#4c6ef5; height:100%; transition:width .4s;}
 #set-notice {min-height:0;}
 /* keep all four top-level tabs visible on a phone instead of hiding two behind "More tabs" */
-@media (max-width: 640px) { #tabs > .tab-wrapper button {padding-left:8px; padding-right:8px;} }
+@media (max-width: 640px) {
+  #tabs > .tab-wrapper button {padding-left:8px; padding-right:8px;}
+  #retrieve-gallery .grid-container, #analyze-misclassified .grid-container
+    {grid-template-columns:repeat(2, minmax(0, 1fr)) !important;}
+  #analyze-figures .grid-container {grid-template-columns:minmax(0, 1fr) !important;}
+}
 """
 
 
@@ -204,7 +221,8 @@ def classify_tab(service: Service, model_set: gr.State) -> None:
                                     examples_per_page=12, label="Examples from query_images/ (one click)")
             send_btn = gr.Button("Find similar images (Retrieve tab)", size="sm", elem_id="send-to-retrieve")
         with gr.Column(scale=3, min_width=320):
-            verdict = gr.HTML(_empty_verdict("Draw a digit or upload an image."), elem_id="verdict")
+            verdict = gr.HTML(_empty_verdict("Draw a digit or upload an image."), elem_id="verdict",
+                              elem_classes=["verdict"])
             labels, captions, seen = {}, {}, {}
             with gr.Row():
                 for name in DISPLAY_ORDER:
@@ -215,12 +233,12 @@ def classify_tab(service: Service, model_set: gr.State) -> None:
                                                 visible=name != "lenet", elem_id=f"label-{name}")
             gr.Markdown("**What the model sees**: your input, then the 28×28 image each model "
                         "actually received after preprocessing (white ink on black, like MNIST).")
-            with gr.Row():
+            with gr.Row(elem_id="seen-row"):     # min_width 140: two per line on a phone, not one
                 raw = gr.Image(label="Your input", interactive=False, height=200, elem_id="raw-input",
-                               buttons=[])
+                               buttons=[], min_width=140)
                 for name in DISPLAY_ORDER:
                     seen[name] = gr.Image(label=f"{name} sees", interactive=False, height=200, buttons=[],
-                                          visible=name != "lenet", elem_id=f"seen-{name}")
+                                          visible=name != "lenet", elem_id=f"seen-{name}", min_width=140)
             api_json = gr.JSON(visible=False)
 
     outputs = [verdict, raw, *labels.values(), *captions.values(), *seen.values(), api_json, last_input]
@@ -316,7 +334,8 @@ def _curves(progress: RunProgress, metric: str):
     return pd.DataFrame(rows, columns=["epoch", "value", "series"]) if rows else gr.skip()
 
 
-def train_tab(service: Service, model_set: gr.State, set_picker: gr.Dropdown, notice: gr.Markdown) -> None:
+def train_tab(service: Service, model_set: gr.State, set_picker: gr.Dropdown, notice: gr.Markdown,
+              page: gr.Blocks) -> None:
     """Train new models on the sample dataset or an uploaded zip, watching them learn."""
     from cvdemo.config import FinetuneConfig, Limits, TrainConfig
     from cvdemo.models import BACKBONES
@@ -341,23 +360,27 @@ def train_tab(service: Service, model_set: gr.State, set_picker: gr.Dropdown, no
                 stop = gr.Button("Stop", variant="stop", elem_id="train-stop")
         with gr.Column(scale=3, min_width=300):
             bar = gr.HTML(_progress_html(RunProgress(stage="Not started")), elem_id="train-progress")
+            # a fixed colour map: the chart keeps the series it first saw, so name all four now
+            colours = {"scratch train": "#74c0fc", "scratch val": "#1864ab",
+                       "finetuned train": "#ffa94d", "finetuned val": "#d9480f"}
+            gr.HTML("<div class='curve-legend'>" + "".join(
+                f"<span><span class='swatch' style='background:{c}'></span>{html.escape(n)}</span>"
+                for n, c in colours.items()) + "</div>", elem_id="curve-legend")
             with gr.Row():
-                # a fixed colour map: the chart keeps the series it first saw, so name all four now
-                colours = {"scratch train": "#74c0fc", "scratch val": "#1864ab",
-                           "finetuned train": "#ffa94d", "finetuned val": "#d9480f"}
+                # colors_in_legend=[]: no per-chart legend (it has room for three of the four series)
                 loss_plot = gr.LinePlot(x="epoch", y="value", color="series", color_map=colours, title="Loss",
-                                        x_title="epoch",
-                                        y_title="loss", height=260, elem_id="loss-plot")
+                                        x_title="epoch", y_title="loss", height=240, elem_id="loss-plot",
+                                        colors_in_legend=[], min_width=260)
                 acc_plot = gr.LinePlot(x="epoch", y="value", color="series", color_map=colours, title="Accuracy",
-                                       x_title="epoch", y_title="accuracy", y_lim=[0, 1], height=260,
-                                       elem_id="acc-plot")
+                                       x_title="epoch", y_title="accuracy", y_lim=[0, 1], height=240,
+                                       elem_id="acc-plot", colors_in_legend=[], min_width=260)
             log = gr.Textbox(label="Log", lines=10, max_lines=10, autoscroll=True, elem_id="train-log")
-            table = gr.Dataframe(label="Comparison on the validation split", interactive=False,
-                                 elem_id="train-table")
+            table = gr.Dataframe(headers=TRAIN_HEADERS, label="Comparison on the validation split",
+                                 interactive=False, elem_id="train-table")
             confusion = gr.Plot(label="Confusion matrices (validation split)", format="png",
                                 elem_id="train-confusion")
             files = gr.File(label="Trained models (.keras)", file_count="multiple", interactive=False,
-                            elem_id="train-files")
+                            elem_id="train-files", height=140)
 
     def dataset_dir(choice: str, zip_path: str | None):
         if choice == ZIP_SOURCE:
@@ -419,8 +442,9 @@ def train_tab(service: Service, model_set: gr.State, set_picker: gr.Dropdown, no
         progress.finished = True
         if not job.set_id:   # stopped before any model finished: nothing saved, nothing changes
             yield (_progress_html(progress), progress.log + "\nNo model finished, nothing was saved.",
-                   _curves(progress, "loss"), _curves(progress, "accuracy"), pd.DataFrame(progress.summary()),
-                   None, None, gr.skip(), gr.skip(), gr.skip())
+                   _curves(progress, "loss"), _curves(progress, "accuracy"),
+                   pd.DataFrame(progress.summary(), columns=TRAIN_HEADERS), None, None, gr.skip(), gr.skip(),
+                   gr.skip())
             return
         served = service.model_set(job.set_id).models
         trained = [name for name in progress.results if name in served and not progress.results[name]["stopped"]]
@@ -428,7 +452,8 @@ def train_tab(service: Service, model_set: gr.State, set_picker: gr.Dropdown, no
                                   served[trained[0]].checkpoint.class_names) if trained else None
         gr.Info("Your session now uses the models you just trained. Other visitors keep theirs.")
         yield (_progress_html(progress), progress.log, _curves(progress, "loss"), _curves(progress, "accuracy"),
-               pd.DataFrame(progress.summary()), figure, [str(p) for p in service.run_files(job.set_id)],
+               pd.DataFrame(progress.summary(), columns=TRAIN_HEADERS), figure,
+               [str(p) for p in service.run_files(job.set_id)],
                job.set_id, gr.Dropdown(choices=service.available_sets(), value=job.set_id),
                _set_notice(job.set_id, trained=True))
 
@@ -441,6 +466,8 @@ def train_tab(service: Service, model_set: gr.State, set_picker: gr.Dropdown, no
         return "Stopping at the next batch; models that did not finish are not saved."
 
     source.change(show_counts, [source, zip_file], [zip_file, counts], api_name="dataset_counts")
+    # the sample dataset's counts as soon as the page opens (built on the first visit only)
+    page.load(show_counts, [source, zip_file], [zip_file, counts], api_name=False, show_progress="hidden")
     zip_file.change(show_counts, [source, zip_file], [zip_file, counts], api_name="dataset_counts_zip")
     start.click(run_training, [source, zip_file, models, backbone, weights, epochs, model_set],
                 [bar, log, loss_plot, acc_plot, table, confusion, files, model_set, set_picker, notice],
@@ -451,7 +478,7 @@ def train_tab(service: Service, model_set: gr.State, set_picker: gr.Dropdown, no
 def retrieve_tab(service):
     """Drop a query digit; the k most similar images of images_database/ with rank, file, class
     and distance, checked against the classifiers' prediction. New images can be added."""
-    from cvdemo.retrieval import thumbnail
+    from cvdemo.retrieval import same_class, thumbnail
 
     model_set = SHARED.get("model_set")
     with gr.Row(equal_height=False):
@@ -467,14 +494,14 @@ def retrieve_tab(service):
                             examples_per_page=12, label="Queries from query_images/ (never in the database)")
         with gr.Column(scale=3, min_width=320):
             verdict = gr.HTML(_empty_verdict("Drop a digit to find the most similar database images."),
-                              elem_id="retrieve-verdict")
+                              elem_id="retrieve-verdict", elem_classes=["verdict"])
             gallery = gr.Gallery(label="Most similar (rank · file · class · distance)", columns=4,
-                                 height=330, object_fit="contain", elem_id="retrieve-gallery")
+                                 height="fit-content", object_fit="contain", elem_id="retrieve-gallery")
             with gr.Row():
                 seen = gr.Image(label="What the extractor sees", interactive=False, height=150, buttons=[],
-                                elem_id="retrieve-seen")
+                                elem_id="retrieve-seen", scale=1, min_width=150)
                 # a table, not gr.JSON: gradio_client downloads any JSON dict with a "path" key as a file
-                results = gr.Dataframe(headers=["rank", "path", "label", "distance"], label="Ranked results",
+                results = gr.Dataframe(headers=RESULT_HEADERS, label="Ranked results", scale=3, min_width=260,
                                        interactive=False, elem_id="retrieve-results", max_height=200)
             with gr.Accordion("Add images to the database", open=False):
                 with gr.Row():
@@ -500,10 +527,11 @@ def retrieve_tab(service):
         said = ", ".join(f"{html.escape(n)} says <b>{html.escape(a.label)}</b>" for n, a in result.models.items())
         predicted = next(iter(result.models.values())).label if result.agree else None
         known = next(iter(result.models.values())).probabilities.keys()
-        if predicted is not None and predicted == near:
+        if same_class(predicted, near):
             return (f"<div class='agree'><span class='big'>The neighbours agree with the classifiers: "
                     f"{html.escape(near)}</span><br>{head}; {said}.</div>"), predicted
-        note = "" if near in known else f" (the classifiers only know classes {', '.join(known)})"
+        note = ("" if near is None or any(same_class(near, c) for c in known)
+                else f" (the classifiers only know classes {', '.join(known)})")
         return (f"<div class='disagree'><span class='big'>The neighbours and the classifiers disagree</span>"
                 f"<br>{head}; {said}{html.escape(note)}.</div>"), predicted
 
@@ -521,7 +549,7 @@ def retrieve_tab(service):
         message, predicted = agreement(answer, source, set_id)
         items = []
         for hit in answer.hits:
-            mark = "" if predicted is None else (" ✓" if hit.label == predicted else " ✗")
+            mark = "" if predicted is None else (" ✓" if same_class(hit.label, predicted) else " ✗")
             caption = (f"#{hit.rank} · {hit.path.name} · class {hit.label if hit.label is not None else '-'}"
                        f" · d={hit.distance:.3f}{mark}")
             try:
@@ -529,9 +557,10 @@ def retrieve_tab(service):
             except ImageError:            # deleted or changed since indexing: say so, keep the rest
                 items.append((None, caption + " (file unreadable)"))
         items = [(im, c) for im, c in items if im is not None]
-        listing = pd.DataFrame([[h.rank, str(h.path), h.label, round(h.distance, 6)] for h in answer.hits],
-                               columns=["rank", "path", "label", "distance"])
-        note = f" · {answer.extractor} · {answer.ms:.0f} ms"
+        # paths relative to the database's folder (images_database/2/2_1.png): never the server's own
+        listing = pd.DataFrame([[h["rank"], h["path"], h["label"], h["distance"]] for h in answer.as_list()],
+                               columns=RESULT_HEADERS)
+        note = f"extractor {answer.extractor} · {answer.ms:.0f} ms"
         return items, listing, message.replace("</div>", f"<br><small>{html.escape(note)}</small></div>", 1), \
             _image_file(to_display(answer.query_input))
 
@@ -579,9 +608,9 @@ def retrieve_tab(service):
                            show_progress="hidden")
 
 
-def analyze_tab(service):
+def analyze_tab(service, tab: gr.Tab | None = None):
     """Metrics, figures, rotatable 3D t-SNE, misclassified images and the report bundle of the
-    session's model set (computed once per set, then cached on disk)."""
+    session's model set (computed once per set, then cached on disk). Loads when ``tab`` opens."""
     from PIL import Image
 
     from cvdemo.images import decode
@@ -589,18 +618,23 @@ def analyze_tab(service):
     model_set = SHARED.get("model_set") or gr.State(SHIPPED)
     gr.Markdown("Accuracy, per-class scores, confusion matrices, training curves, t-SNE of the features, "
                 "misclassified images and calibration of the models in use, on their validation split. "
-                "The first analysis of a model set takes a minute or two; after that it opens instantly.")
+                "It loads when you open this tab: the first analysis of a new model set takes a minute or "
+                "two, after that it opens instantly.")
     with gr.Row():
-        load_btn = gr.Button("Show the analysis", variant="primary", elem_id="analyze-load")
+        load_btn = gr.Button("Refresh", elem_id="analyze-load")
         bundle_btn = gr.Button("Build the report bundle (.zip)", elem_id="analyze-bundle")
     status = gr.Markdown(elem_id="analyze-status")
     bundle_file = gr.File(label="Report bundle: figures, report.md, metrics.json, .keras + .tflite models, "
                           "classify.py", visible=False, elem_id="analyze-zip")
-    comparison = gr.Dataframe(label="Side by side", interactive=False, elem_id="analyze-comparison")
+    comparison = gr.Dataframe(headers=COMPARISON_HEADERS, label="Side by side", interactive=False,
+                              elem_id="analyze-comparison")
     with gr.Row():
-        distribution = gr.Image(label="Class distribution", type="pil", interactive=False)
-        samples = gr.Image(label="Samples per class (model input)", type="pil", interactive=False)
-    per_class = gr.Dataframe(label="Per-class precision / recall / F1", interactive=False)
+        # the figures carry their own titles: a label would sit on top of them
+        distribution = gr.Image(label="Class distribution", type="pil", interactive=False, show_label=False)
+        samples = gr.Image(label="Samples per class (model input)", type="pil", interactive=False,
+                           show_label=False)
+    per_class = gr.Dataframe(headers=PER_CLASS_HEADERS, label="Per-class precision / recall / F1",
+                             interactive=False, elem_id="analyze-per-class")
     figures = gr.Gallery(label="Confusion matrices, training curves, 2D t-SNE, calibration", columns=2,
                          height="auto", object_fit="contain", elem_id="analyze-figures")
     with gr.Row():
@@ -639,7 +673,7 @@ def analyze_tab(service):
                   f"true {short(r['true'])} · " + " · ".join(
                       f"{m} {short(a['predicted'])}{'' if a['correct'] else ' ✗'}" for m, a in r["models"].items()))
                  for r in rows]
-        table = pd.DataFrame(analysis.comparison()).round(4)
+        table = pd.DataFrame(analysis.comparison(), columns=COMPARISON_HEADERS).round(4)
         suspects_list = analysis.suspects()
         suspect_text = (f"**Likely mislabelled or ambiguous** (closer to another class's centroid than to their "
                         f"own label's in every model): {len(suspects_list)} image(s)" +
@@ -651,7 +685,7 @@ def analyze_tab(service):
         first = analysis.models[0]
         return (f"Evaluated on the {html.escape(data['description'])}. {leak}",
                 table, pictures("distribution.png"), pictures("samples.png"),
-                pd.DataFrame(analysis.per_class()).round(4), gallery,
+                pd.DataFrame(analysis.per_class(), columns=PER_CLASS_HEADERS).round(4), gallery,
                 gr.Dropdown(choices=analysis.models, value=first), analysis.tsne3d_plot(first),
                 tiles, [r["index"] for r in rows], suspect_text, None, "")
 
@@ -660,7 +694,7 @@ def analyze_tab(service):
             return None
         analysis = get(set_id)
         if model not in analysis.models:
-            raise gr.Error("That model is not in the analysed set; press 'Show the analysis' again.")
+            raise gr.Error("That model is not in the analysed set; press 'Refresh'.")
         return analysis.tsne3d_plot(model)
 
     def pick(set_id, indices, evt: gr.SelectData):
@@ -703,6 +737,8 @@ def analyze_tab(service):
                shown_rows, suspects, wrong_image, wrong_detail]
     load_btn.click(show, model_set, outputs, api_name="analysis", concurrency_limit=1,
                    concurrency_id="analysis")
+    if tab is not None:            # opening the tab shows the analysis (cached after the first time)
+        tab.select(show, model_set, outputs, api_name=False, concurrency_limit=1, concurrency_id="analysis")
     tsne_model.input(rotate, [model_set, tsne_model], tsne3d, api_name="analysis_tsne3d")
     wrong.select(pick, [model_set, shown_rows], [wrong_image, wrong_detail], api_name=False)
     bundle_btn.click(make_bundle, model_set, [bundle_file, status], api_name="report_bundle",
@@ -739,11 +775,11 @@ def build_app(service: Service) -> gr.Blocks:
             with gr.Tab("Classify", id="classify"):
                 classify_tab(service, model_set)
             with gr.Tab("Train", id="train"):
-                train_tab(service, model_set, set_picker, notice)
+                train_tab(service, model_set, set_picker, notice, demo)
             with gr.Tab("Retrieve", id="retrieve"):
                 retrieve_tab(service)
-            with gr.Tab("Analyze", id="analyze"):
-                analyze_tab(service)
+            with gr.Tab("Analyze", id="analyze") as analyze:
+                analyze_tab(service, analyze)
 
         def choose_set(set_id):
             try:
@@ -787,7 +823,18 @@ def main() -> None:
     service = Service(checkpoints=checkpoints)
     demo = build_app(service)
     print(f"cvdemo: models loaded and UI built in {time.perf_counter() - started:.1f} s")
+    # Once the server is up: warm the retrieval engine, then compute the shipped set's analysis,
+    # so the first visitor finds both ready (Service.analysis computes each set only once).
+    warm = threading.Timer(5.0, _warm_up, args=(service,))
+    warm.daemon = True
+    warm.start()
     launch(demo, service)
+
+
+def _warm_up(service: Service) -> None:
+    timings = service.warm_up()
+    print("cvdemo: warmed up in the background: " + ", ".join(
+        f"{step} {'failed' if seconds < 0 else f'{seconds:.1f} s'}" for step, seconds in timings.items()))
 
 
 if __name__ == "__main__":
