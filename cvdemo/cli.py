@@ -93,6 +93,11 @@ def cmd_train(args) -> int:
 
     if args.epochs < 1:
         raise CliError("--epochs must be at least 1")
+    if args.logdir:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise CliError("--logdir needs TensorBoard: pip install tensorboard")
     data_dir = Path(args.data)
     if data_dir.resolve() == config.SAMPLE_DATA_DIR.resolve():
         ensure_sample_dataset(data_dir)
