@@ -187,6 +187,13 @@ def _caption(name: str, answer=None) -> str:
     return f"{title}  \n{answer.ms:.0f} ms · weights: {html.escape(answer.weights)}"
 
 
+def _tsne3d(analysis, model: str):
+    """The 3D t-SNE figure with its legend below the scene: beside it, the legend takes half a phone."""
+    figure = analysis.tsne3d_plot(model)
+    figure.update_layout(legend={"orientation": "h", "yanchor": "top", "y": 0, "x": 0})
+    return figure
+
+
 def _empty_verdict(text: str) -> str:
     return f"<div class='empty'>{html.escape(text)}</div>"
 
@@ -686,7 +693,7 @@ def analyze_tab(service, tab: gr.Tab | None = None):
         return (f"Evaluated on the {html.escape(data['description'])}. {leak}",
                 table, pictures("distribution.png"), pictures("samples.png"),
                 pd.DataFrame(analysis.per_class(), columns=PER_CLASS_HEADERS).round(4), gallery,
-                gr.Dropdown(choices=analysis.models, value=first), analysis.tsne3d_plot(first),
+                gr.Dropdown(choices=analysis.models, value=first), _tsne3d(analysis, first),
                 tiles, [r["index"] for r in rows], suspect_text, None, "")
 
     def rotate(set_id, model):
@@ -695,7 +702,7 @@ def analyze_tab(service, tab: gr.Tab | None = None):
         analysis = get(set_id)
         if model not in analysis.models:
             raise gr.Error("That model is not in the analysed set; press 'Refresh'.")
-        return analysis.tsne3d_plot(model)
+        return _tsne3d(analysis, model)
 
     def pick(set_id, indices, evt: gr.SelectData):
         if not indices or evt.index is None or evt.index >= len(indices):

@@ -36,6 +36,14 @@ def server(request, tiny_checkpoints, tmp_path_factory):
         pytest.skip("no shipped checkpoints in checkpoints/")
     checkpoints = tiny_checkpoints if request.param == "tiny" else SHIPPED
     with running_app(checkpoints, tmp_path_factory.mktemp("runs")) as (url, service):
+        if request.param == "tiny":
+            # a tiny database searched by pixels, and the tiny models' analysis kept out of the repo
+            from test_retrieval import make_database
+
+            root = tmp_path_factory.mktemp("tiny-db")
+            service.database = make_database(root / "images_database", per_class=3, classes=(0, 1, 2))
+            service.retrieval_extractor = "pixels"
+            service.analysis_cache = root / "cache"
         yield request.param, url, service
 
 
@@ -133,21 +141,72 @@ def test_training_in_the_browser_grows_curves_and_finishes(page, server, tmp_pat
     # curves appear while training runs (after the first epoch, before the end)
     sync_api.expect(page.locator("#train-log textarea")).to_have_value(re.compile("scratch epoch 1/2"),
                                                                       timeout=120_000)
-    # the curves grow during the run: scratch's lines are drawn before finetuned has any
-    sync_api.expect(page.locator("#loss-plot")).to_contain_text("scratch val", timeout=30_000)
-    early = page.locator("#loss-plot").inner_text()
+    # the curves are drawn while the run goes on, not only at the end
+    sync_api.expect(page.locator("#loss-plot path[d*='L']").first).to_be_attached(timeout=30_000)
+    for series in ("scratch train", "scratch val", "finetuned train", "finetuned val"):
+        sync_api.expect(page.locator("#curve-legend")).to_contain_text(series)   # one legend, all four
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / "train-running-desktop.png"), full_page=True)
     sync_api.expect(page.locator("#train-progress")).to_contain_text("Finished", timeout=240_000)
     sync_api.expect(page.locator("#train-table")).to_contain_text("finetuned", timeout=30_000)
     page.screenshot(path=str(SHOTS / "train-done-desktop.png"), full_page=True)
-    sync_api.expect(page.locator("#loss-plot")).to_contain_text("finetuned val")
-    sync_api.expect(page.locator("#acc-plot")).to_contain_text("finetuned train")
     sync_api.expect(page.locator("#acc-plot")).to_contain_text("accuracy")
+    assert page.locator("#acc-plot path[d*='L']").count() >= 1
     sync_api.expect(page.locator("#train-files")).to_contain_text(re.compile(r"scratch\s*\.keras"), timeout=30_000)
     sync_api.expect(page.locator("#set-notice")).to_contain_text("just trained", timeout=30_000)
     sync_api.expect(page.locator("#train-confusion img, #train-confusion canvas").first).to_be_visible()
     page.screenshot(path=str(SHOTS / "train-done-desktop.png"), full_page=True)
+
+
+def test_train_tab_shows_sample_counts_on_load(page):
+    open_tab(page, "Train")
+    counts = page.locator("#train-counts")
+    sync_api.expect(counts).to_contain_text("0_digits", timeout=60_000)
+    sync_api.expect(counts).to_contain_text("2_digits")
+    # empty tables say what they will hold, not "1 2 3"
+    sync_api.expect(page.locator("#train-table")).to_contain_text("val accuracy")
+
+
+def test_retrieve_a_dropped_query_shows_four_captioned_results(page, server):
+    kind, _, _ = server
+    open_tab(page, "Retrieve")
+    query = sorted((ROOT / "query_images" / "2").iterdir())[0]
+    page.locator("#retrieve-query input[type=file]").set_input_files(str(query))
+    captions = page.locator("#retrieve-gallery .caption-label")
+    sync_api.expect(captions).to_have_count(4, timeout=60_000)
+    texts = [c.strip() for c in captions.all_inner_texts()]
+    assert all(re.match(rf"#{i + 1} · \S+ · class \S+ · d=[0-9.]+", t) for i, t in enumerate(texts)), texts
+    table = page.locator("#retrieve-results").inner_text()
+    assert "images_database/" in table and str(ROOT) not in table      # never a server path
+    if kind == "shipped":   # an unambiguous 2: neighbours are class 2, classifiers say 2_digits
+        verdict = page.locator("#retrieve-verdict")
+        sync_api.expect(verdict).to_contain_text("The neighbours agree with the classifiers: 2")
+        assert all(t.startswith(f"#{i + 1}") and "class 2" in t and t.endswith("✓") for i, t in enumerate(texts))
+
+
+def test_analyze_tab_loads_when_opened(page, server):
+    kind, _, _ = server
+    if kind != "tiny":
+        pytest.skip("the tiny models' analysis is enough (the shipped one is cached or slow)")
+    open_tab(page, "Analyze")
+    # no click on Refresh: opening the tab computes (first time) and shows the analysis
+    sync_api.expect(page.locator("#analyze-comparison")).to_contain_text("finetuned", timeout=120_000)
+    per_class = page.locator("#analyze-per-class")
+    per_class.scroll_into_view_if_needed()
+    sync_api.expect(per_class).to_contain_text("0_digits", timeout=20_000)
+    sync_api.expect(page.locator("#analyze-figures .caption-label").first).to_be_visible(timeout=20_000)
+    sync_api.expect(page.locator("#analyze-tsne3d .js-plotly-plot").first).to_be_attached(timeout=20_000)
+    sync_api.expect(page.locator("#analyze-status")).to_contain_text("Evaluated on")
+
+
+def scroll_through(page) -> None:
+    """Scroll the whole page so lazily loaded images are fetched before a full-page screenshot."""
+    height = page.evaluate("document.body.scrollHeight")
+    for _ in range(0, height, 400):
+        page.evaluate("window.scrollBy(0, 400)")
+        page.wait_for_timeout(50)
+    page.wait_for_timeout(500)
+    page.evaluate("window.scrollTo(0, 0)")
 
 
 @pytest.mark.parametrize("viewport", [(1280, 900), (390, 844)], ids=["desktop", "phone"])
@@ -167,5 +226,12 @@ def test_every_tab_renders_and_screenshots(browser, server, viewport):
         panel = page.locator("[role=tabpanel]:visible").first
         sync_api.expect(panel).to_be_visible()
         assert panel.inner_text().strip(), f"{tab} tab is empty"
+        if tab == "Retrieve":
+            page.locator("#retrieve-query input[type=file]").set_input_files(
+                str(sorted((ROOT / "query_images" / "2").iterdir())[0]))
+            sync_api.expect(page.locator("#retrieve-gallery .caption-label")).to_have_count(4, timeout=60_000)
+        if tab == "Analyze":
+            sync_api.expect(page.locator("#analyze-comparison")).to_contain_text("scratch", timeout=120_000)
+        scroll_through(page)
         page.screenshot(path=str(SHOTS / f"{kind}-{tab.lower()}-{size}.png"), full_page=True)
     context.close()
