@@ -57,7 +57,8 @@ def library_versions() -> dict[str, str]:
     return found
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's content, read in 1 MB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -98,7 +99,7 @@ def save(model, meta: dict, directory: Path, name: str) -> Path:
     os.close(fd)
     try:
         model.save(tmp)
-        full = {**meta, "name": name, "model_file": model_path.name, "model_sha256": _sha256(Path(tmp)),
+        full = {**meta, "name": name, "model_file": model_path.name, "model_sha256": sha256_file(Path(tmp)),
                 "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "library_versions": library_versions(),
                 "preprocessing_version": meta.get("preprocessing_version", config.PREPROCESSING_VERSION)}
@@ -118,7 +119,7 @@ def _keep_previous(directory: Path, name: str) -> None:
         return
     try:
         meta = json.loads(meta_path.read_text())
-        if meta.get("model_sha256") != _sha256(model_path):
+        if meta.get("model_sha256") != sha256_file(model_path):
             return          # the current pair is itself torn: keep the older .prev
     except (OSError, ValueError):
         return
@@ -174,7 +175,7 @@ def _resolve(directory: Path, name: str) -> tuple[Path, dict]:
                 errors.append(f"{meta_path.name} lacks '{key}'")
                 break
         else:
-            if meta.get("model_sha256") not in (None, _sha256(model_path)):
+            if meta.get("model_sha256") not in (None, sha256_file(model_path)):
                 errors.append(f"{model_path.name} does not match {meta_path.name} (interrupted save?)")
                 continue
             return model_path, meta

@@ -12,7 +12,6 @@ import io
 import json
 import os
 import shutil
-import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -329,7 +328,7 @@ def markdown(result: AnalysisResult) -> str:
     """report.md: every figure, with the tables a reader needs next to them."""
     data = result.data
     models = list(result.models)
-    out = [f"# Model analysis\n",
+    out = ["# Model analysis\n",
            f"Evaluated on the {data['description']}; classes {', '.join(result.class_names)}; "
            f"seed {config.SEED}. Analysis key `{result.key}` (checkpoint SHA-256s + data fingerprint).\n"]
     if not data.get("same_training_data", True):

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import config
+from .checkpoints import sha256_file
 from .images import ImageError, preprocess
 
 INDEX_FORMAT = 1
@@ -50,14 +51,6 @@ class ExtractorSpec:
     description: str
     build: Callable[[Path], tuple[Extract, str]]     # checkpoints dir -> (extract fn, version)
     version: Callable[[Path], str | None]
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _compiled(model, shape=(config.DIGIT_SIZE, config.DIGIT_SIZE, 1)) -> Extract:
@@ -92,7 +85,7 @@ def _cached_digest(path: Path) -> str | None:
         return None
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
-        _DIGESTS[key] = _file_digest(path)
+        _DIGESTS[key] = sha256_file(path)
     return _DIGESTS[key]
 
 
@@ -584,7 +577,7 @@ class FeatureIndex:
                     entry, sha = old_entry, old_entry.sha256
                 else:
                     try:
-                        sha = _file_digest(self.database / rel)
+                        sha = sha256_file(self.database / rel)
                     except OSError as err:
                         skipped.append((Entry(rel, st.st_size, st.st_mtime_ns, ""), f"cannot be read ({err.strerror})"))
                         changed = True

@@ -19,23 +19,45 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_app(checkpoints: Path, runs: Path):
-    """Yield (url, service) for an app serving ``checkpoints``; trained sets go to ``runs``."""
-    import app
-    from cvdemo.service import Service
+def serving(service, **launch_kwargs):
+    """Yield (url, demo) for the app over ``service`` on a free loopback port.
 
-    service = Service(checkpoints=checkpoints, runs=runs)
+    On exit a running training is stopped and awaited, then the server closes.
+    """
+    import app
+
     demo = app.build_app(service)
     _, url, _ = app.launch(demo, service, prevent_thread_lock=True, quiet=True,
-                           server_name="127.0.0.1", server_port=free_port())
+                           server_name="127.0.0.1", server_port=free_port(), **launch_kwargs)
     try:
-        yield url, service
+        yield url, demo
     finally:
         job = service.job
         if job is not None and not job.done.is_set():
             job.stop.set()
-            job.done.wait(60)
+            job.done.wait(120)
         demo.close()
+
+
+def tiny_service(checkpoints: Path, root: Path, **kwargs):
+    """A Service over tiny checkpoints and a 3-class, 2-per-class database searched by pixels."""
+    from cvdemo.service import Service
+    from test_retrieval import make_database
+
+    database = make_database(root / "db", per_class=2, classes=(0, 1, 2))
+    service = Service(checkpoints=checkpoints, runs=root / "runs", database=database, **kwargs)
+    service.retrieval_extractor = "pixels"
+    return service
+
+
+@contextlib.contextmanager
+def running_app(checkpoints: Path, runs: Path):
+    """Yield (url, service) for an app serving ``checkpoints``; trained sets go to ``runs``."""
+    from cvdemo.service import Service
+
+    service = Service(checkpoints=checkpoints, runs=runs)
+    with serving(service) as (url, _):
+        yield url, service
 
 
 def zip_folder(folder: Path, out: Path) -> Path:

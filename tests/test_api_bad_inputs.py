@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from cvdemo import config
-from app_server import free_port, zip_folder
+from app_server import serving, tiny_service, zip_folder
 from conftest import digit_image, write_digits
 from inputs import CASES, make_inputs
 
@@ -27,29 +27,12 @@ GENERIC = "upstream"            # Gradio's text for an exception that is not a g
 ZIP_SOURCE = "My own zip of class folders"
 
 
-def launched(service, **kwargs):
-    import app
-
-    demo = app.build_app(service)
-    _, url, _ = app.launch(demo, service, prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
-                           server_port=free_port(), **kwargs)
-    return demo, url
-
-
 @pytest.fixture(scope="module")
 def server(tiny_checkpoints, tmp_path_factory):
-    from cvdemo.service import Service
-    from test_retrieval import make_database
-
     root = tmp_path_factory.mktemp("api-bad")
-    database = make_database(root / "db", per_class=2, classes=(0, 1, 2))
-    service = Service(checkpoints=tiny_checkpoints, runs=root / "runs", database=database)
-    service.retrieval_extractor = "pixels"
-    demo, url = launched(service)
-    try:
+    service = tiny_service(tiny_checkpoints, root)
+    with serving(service) as (url, _):
         yield url, service, root
-    finally:
-        demo.close()
 
 
 @pytest.fixture(scope="module")
@@ -268,8 +251,7 @@ def test_shipped_models_classify_odd_encodings_right_through_the_api(tmp_path):
     from cvdemo.service import Service
 
     service = Service(checkpoints=config.CHECKPOINT_DIR, runs=tmp_path / "runs", database=tmp_path / "db")
-    demo, url = launched(service)
-    try:
+    with serving(service) as (url, _):
         client = Client(url, verbose=False)
         wrong, total = [], 0
         for digit in (0, 1, 2):
@@ -282,5 +264,4 @@ def test_shipped_models_classify_odd_encodings_right_through_the_api(tmp_path):
                         wrong.append(f"{model} {name} {digit} -> {answer['label']}")
         assert total >= 2 * 3 * sum(e.kind == "digit" for *_, e in CASES.values())   # scratch, finetuned (+ lenet)
         assert len(wrong) <= total * 0.03, wrong
-    finally:
-        demo.close()
+

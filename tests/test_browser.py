@@ -5,7 +5,6 @@ Screenshots of every tab at desktop (1280x900) and phone (390x844) sizes go to /
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest

@@ -140,7 +140,7 @@ def test_corrupt_model_file_with_matching_hash(tmp_path, models):
     ckpt.save(models[0], META, tmp_path, "scratch")
     (tmp_path / "scratch.keras").write_bytes(b"PK\x03\x04broken")
     meta = json.loads((tmp_path / "scratch.json").read_text())
-    meta["model_sha256"] = ckpt._sha256(tmp_path / "scratch.keras")
+    meta["model_sha256"] = ckpt.sha256_file(tmp_path / "scratch.keras")
     (tmp_path / "scratch.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="could not be loaded"):
         ckpt.load(tmp_path, "scratch")

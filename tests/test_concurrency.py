@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from app_server import free_port, zip_folder
+from app_server import serving, tiny_service, zip_folder
 from conftest import ROOT, digit_image, write_digits
 
 pytest.importorskip("gradio")
@@ -21,25 +21,10 @@ import loadtest  # noqa: E402
 
 @pytest.fixture(scope="module")
 def server(tiny_checkpoints, tmp_path_factory):
-    import app
-    from cvdemo.service import Service
-    from test_retrieval import make_database
-
     root = tmp_path_factory.mktemp("concurrency")
-    database = make_database(root / "db", per_class=2, classes=(0, 1, 2))
-    service = Service(checkpoints=tiny_checkpoints, runs=root / "runs", database=database)
-    service.retrieval_extractor = "pixels"
-    demo = app.build_app(service)
-    _, url, _ = app.launch(demo, service, prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
-                           server_port=free_port())
-    try:
+    service = tiny_service(tiny_checkpoints, root)
+    with serving(service) as (url, _):
         yield url, service, root
-    finally:
-        job = service.job
-        if job is not None and not job.done.is_set():
-            job.stop.set()
-            job.done.wait(120)
-        demo.close()
 
 
 def _long_training(service, root, epochs=200):

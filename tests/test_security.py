@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from cvdemo import config
-from app_server import free_port
+from app_server import serving, tiny_service
 from conftest import ROOT, digit_image
 
 pytest.importorskip("gradio")
@@ -23,24 +23,13 @@ FILE_DATA = {"_type": "gradio.FileData"}
 
 @pytest.fixture(scope="module")
 def server(tiny_checkpoints, tmp_path_factory):
-    import app
-    from cvdemo.service import Service
-    from test_retrieval import make_database
-
     root = tmp_path_factory.mktemp("security")
-    database = make_database(root / "db", per_class=2, classes=(0, 1, 2))
-    (database / ".secret.png").write_bytes(b"dotfile")
+    service = tiny_service(tiny_checkpoints, root)
+    (service.database / ".secret.png").write_bytes(b"dotfile")
     secret = root / "secret.png"                  # an image outside every served folder
     digit_image(3, 1).save(secret)
-    service = Service(checkpoints=tiny_checkpoints, runs=root / "runs", database=database)
-    service.retrieval_extractor = "pixels"
-    demo = app.build_app(service)
-    _, url, _ = app.launch(demo, service, prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
-                           server_port=free_port())
-    try:
+    with serving(service) as (url, demo):
         yield url.rstrip("/"), service, secret, demo
-    finally:
-        demo.close()
 
 
 def call(url: str, api: str, data: list) -> tuple[str, dict | list | None]:
