@@ -102,7 +102,8 @@ def test_run_on_tiny_inputs_has_the_documented_shape(tiny_checkpoints, tmp_path)
     assert {"shipped", "shipped_search_only", "100"} <= set(retrieval["query_ms"])
     assert retrieval["query_ms"]["shipped"]["p50"] > 0
     assert retrieval["index_images_per_s"] > 0 and retrieval["naive_ratio"] > 0
-    assert retrieval["precision_at_4"]["n_queries"] == 6
+    assert retrieval["precision_at_4"]["n_queries"] == 200          # all held-out MNIST queries
+    assert retrieval["precision_at_4"]["query_images"]["n_queries"] == 6
     assert seen and seen[-1][0] == seen[-1][1]                          # the progress reached the end
     statuses = {row["name"]: row["status"] for row in document["targets"]}
     assert statuses["cold start"] == "n/a"                              # app section not run
