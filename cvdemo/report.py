@@ -140,24 +140,28 @@ def _class_colours(n: int):
     return [cmap(i % cmap.N) for i in range(n)]
 
 
-def tsne2d_figure(result: AnalysisResult, model: str):
-    """2D t-SNE of one model's embedding, coloured by true class; misclassified points as X."""
-    r = result.models[model]
+def _scatter_by_class(result: AnalysisResult, model: str, ax, coords, size: float) -> int:
+    """t-SNE points coloured by true class, misclassified ones as X; returns how many are wrong."""
     idx = result.tsne_index
     labels = result.labels[idx]
-    wrong = r.predicted[idx] != labels
-    fig = _figure(6, 5)
-    ax = fig.add_subplot()
+    wrong = result.models[model].predicted[idx] != labels
     for c, (name, colour) in enumerate(zip(result.class_names, _class_colours(len(result.class_names)))):
         ok = (labels == c) & ~wrong
-        ax.scatter(r.tsne2d[ok, 0], r.tsne2d[ok, 1], s=12, color=colour, alpha=0.75, label=_short(name))
+        ax.scatter(*coords[ok].T, s=size, color=colour, alpha=0.75, label=_short(name))
         bad = (labels == c) & wrong
         if bad.any():
-            ax.scatter(r.tsne2d[bad, 0], r.tsne2d[bad, 1], s=60, color=colour, marker="X",
-                       edgecolors="black", linewidths=0.8)
+            ax.scatter(*coords[bad].T, s=size * 5, color=colour, marker="X", edgecolors="black", linewidths=0.7)
+    return int(wrong.sum())
+
+
+def tsne2d_figure(result: AnalysisResult, model: str):
+    """2D t-SNE of one model's embedding, coloured by true class; misclassified points as X."""
+    fig = _figure(6, 5)
+    ax = fig.add_subplot()
+    n_wrong = _scatter_by_class(result, model, ax, result.models[model].tsne2d, size=12)
     ax.scatter([], [], marker="X", color="white", edgecolors="black", label="misclassified")
     ax.legend(title="true class", fontsize=8)
-    ax.set_title(f"{model}: t-SNE of the embedding layer ({int(wrong.sum())} misclassified)")
+    ax.set_title(f"{model}: t-SNE of the embedding layer ({n_wrong} misclassified)")
     ax.set_xticks([])
     ax.set_yticks([])
     return fig
@@ -165,18 +169,9 @@ def tsne2d_figure(result: AnalysisResult, model: str):
 
 def tsne3d_figure(result: AnalysisResult, model: str):
     """Static 3D t-SNE for the report (the app shows :func:`tsne3d_plot`, which rotates)."""
-    r = result.models[model]
-    idx = result.tsne_index
-    labels = result.labels[idx]
-    wrong = r.predicted[idx] != labels
     fig = _figure(6.5, 5.5)
     ax = fig.add_subplot(projection="3d")
-    for c, (name, colour) in enumerate(zip(result.class_names, _class_colours(len(result.class_names)))):
-        ok = (labels == c) & ~wrong
-        ax.scatter(*r.tsne3d[ok].T, s=8, color=colour, alpha=0.7, label=_short(name))
-        bad = (labels == c) & wrong
-        if bad.any():
-            ax.scatter(*r.tsne3d[bad].T, s=50, color=colour, marker="X", edgecolors="black", linewidths=0.6)
+    _scatter_by_class(result, model, ax, result.models[model].tsne3d, size=8)
     ax.legend(title="true class", fontsize=8)
     ax.set_title(f"{model}: 3D t-SNE (X = misclassified)")
     ax.view_init(elev=20, azim=35)
