@@ -8,18 +8,31 @@ import keras
 from keras import ops
 
 
+class _RandomPerImage(keras.layers.Layer):
+    """Shared shape of the training-only augmentations: a rate, a seed and their generator."""
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = rate
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
 @keras.saving.register_keras_serializable(package="cvdemo")
-class RandomStrokeWidth(keras.layers.Layer):
+class RandomStrokeWidth(_RandomPerImage):
     """Training-only: thickens (3x3 dilation) or thins (3x3 erosion) a white-on-black drawing.
 
     Each image is dilated with probability ``rate / 2``, eroded with ``rate / 2``, else left alone.
     """
 
     def __init__(self, rate: float = 0.5, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.rate = rate
-        self.seed = seed
-        self.generator = keras.random.SeedGenerator(seed)
+        super().__init__(rate, seed, **kwargs)
 
     def call(self, images, training=True):
         if not training:
@@ -29,12 +42,6 @@ class RandomStrokeWidth(keras.layers.Layer):
         draw = keras.random.uniform((ops.shape(images)[0], 1, 1, 1), seed=self.generator)
         half = self.rate / 2
         return ops.where(draw < half, thick, ops.where(draw < self.rate, thin, images))
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
 @keras.saving.register_keras_serializable(package="cvdemo")
@@ -60,7 +67,7 @@ class BackbonePreprocess(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="cvdemo")
-class RandomFoot(keras.layers.Layer):
+class RandomFoot(_RandomPerImage):
     """Training-only, digits profile: adds a short horizontal bar under the glyph.
 
     Typed fonts and many writers put a foot under a 1; MNIST almost never does, so a model
@@ -70,10 +77,7 @@ class RandomFoot(keras.layers.Layer):
     """
 
     def __init__(self, rate: float = 0.3, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.rate = rate
-        self.seed = seed
-        self.generator = keras.random.SeedGenerator(seed)
+        super().__init__(rate, seed, **kwargs)
 
     def call(self, images, training=True):
         if not training:
@@ -100,9 +104,3 @@ class RandomFoot(keras.layers.Layer):
         flag = flag * ops.cast(draws[:, 2] < self.rate / 2, "float32")[:, None, None]
         marks = ops.maximum(foot, flag[..., None])
         return ops.maximum(images, ops.cast(marks, images.dtype))
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
