@@ -66,7 +66,7 @@ class FinetuneConfig:
 
     backbone: str = "mobilenet_v2"
     weights: str = "digits"       # "imagenet" | "digits" | "none" | a path to a weights file
-    head_fraction: float = 0.5    # share of the epochs spent on phase 1 (frozen backbone)
+    head_fraction: float = 0.3    # share of the epochs spent on phase 1 (frozen backbone)
     head_learning_rate: float = 2e-3
     fine_tune_learning_rate: float = 5e-4
     unfreeze_from: str | None = None  # first backbone layer trained in phase 2; None: the backbone's default

@@ -288,12 +288,19 @@ def make_augmenter(profile: str, seed: int = config.SEED):
     from .layers import RandomFoot, RandomStrokeWidth
 
     if profile == "digits":
+        # What differs between writers, fonts and scanners: slant (shear), width for a given
+        # height (zoom on x alone: narrow 2s are common and MNIST has few), stroke thickness,
+        # serifs (feet and flags) and sharpness (low-resolution scans are blurred).
         return keras.Sequential([
             RandomFoot(0.5, seed=seed + 5),
             keras.layers.RandomRotation(0.05, fill_mode="constant", fill_value=0.0, seed=seed),
-            keras.layers.RandomZoom(0.12, fill_mode="constant", fill_value=0.0, seed=seed + 1),
+            keras.layers.RandomShear(x_factor=0.3, fill_mode="constant", fill_value=0.0, seed=seed + 6),
+            keras.layers.RandomZoom(0.12, width_factor=(-0.1, 0.4), fill_mode="constant", fill_value=0.0,
+                                    seed=seed + 1),
             keras.layers.RandomTranslation(0.08, 0.08, fill_mode="constant", fill_value=0.0, seed=seed + 2),
             RandomStrokeWidth(0.5, seed=seed + 3),
+            keras.layers.RandomGaussianBlur(0.5, kernel_size=5, sigma=(0.2, 1.2), value_range=(0, 1),
+                                            seed=seed + 8),
             keras.layers.RandomContrast(0.3, value_range=(0, 1), seed=seed + 4),
         ], name="augment")
     return keras.Sequential([

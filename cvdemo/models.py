@@ -49,7 +49,7 @@ BACKBONES: dict[str, BackboneSpec] = {
     "mobilenet_v2": BackboneSpec(
         "mobilenet_v2", 96, "MobileNetV2", "mobilenet_v2",
         "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5",
-        fine_tune_from="block_6_expand", kwargs=(("alpha", 0.35),)),
+        fine_tune_from="block_3_expand", kwargs=(("alpha", 0.35),)),
     "vgg16": BackboneSpec(
         "vgg16", 64, "VGG16", "vgg16", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
         fine_tune_from="block5_conv1"),
