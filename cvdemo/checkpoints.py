@@ -199,14 +199,17 @@ def load(directory: Path, name: str) -> Checkpoint:
 
 
 def list_names(directory: Path) -> list[str]:
-    """Classifier checkpoints in a folder (those with a .json beside them), sorted."""
+    """Classifier checkpoints in a folder (those with a .json beside them), sorted.
+
+    Pretrained feature extractors (``backbone_*``, ``pretrained_*``) are not the task's classifiers.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         return []
     names = set()
     for meta_path in directory.glob("*.json"):
         stem = meta_path.stem
-        if stem.endswith(".prev") or stem.startswith(("backbone_", ".")):
+        if stem.endswith(".prev") or stem.startswith(("backbone_", "pretrained_", ".")):
             continue
         if (directory / f"{stem}.keras").exists() or (directory / f"{stem}.prev.keras").exists():
             names.add(stem)

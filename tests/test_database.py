@@ -67,3 +67,15 @@ def test_shipped_folders_match_the_generator(tmp_path):
     shipped_db = {k: v for k, v in _digest(config.DATABASE_DIR).items() if not k.startswith(".index/")}
     assert shipped_db == _digest(database.write_database(tmp_path / "db"))
     assert _digest(config.QUERY_DIR) == _digest(database.write_queries(tmp_path / "q"))
+
+
+def test_shipped_checkpoints_hold_the_default_extractor_with_its_metadata():
+    """The measured best extractor ships, so a fresh clone indexes with it, offline."""
+    import json
+
+    from cvdemo import retrieval
+
+    assert retrieval.default_extractor(config.CHECKPOINT_DIR) == retrieval.PREFERENCE[0] == "digits_all_cnn"
+    meta = json.loads((config.CHECKPOINT_DIR / "pretrained_scratch_digits_all.json").read_text())
+    assert meta["classes"] == list(range(10)) and meta["profile"] == "digits"
+    assert meta["preprocessing_version"] == config.PREPROCESSING_VERSION and meta["val_accuracy"] > 0.97

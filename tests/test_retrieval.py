@@ -260,6 +260,16 @@ def test_evaluate_reports_precision_and_map(database, tmp_path):
     assert 0 < result["overall"]["map"] <= 1.0
 
 
+def test_evaluate_accepts_query_folders_in_the_training_layout(database, tmp_path):
+    """A ``7_digits/`` query folder (the product's dataset layout) is class 7 of the database."""
+    queries = make_database(tmp_path / "queries", per_class=1, classes=(0, 7))
+    for folder in list(queries.iterdir()):
+        folder.rename(queries / f"{folder.name}_digits")
+    result = retrieval.evaluate(FeatureIndex(database, "pixels"), queries, k=1)
+    assert set(result["per_class"]) == {"0_digits", "7_digits"}
+    assert result["overall"]["precision_at_k"] == 1.0
+
+
 # ----------------------------------------------------------------------------- adding files
 
 def test_add_files_sanitises_names_and_never_overwrites(database, tmp_path):
@@ -357,3 +367,24 @@ def test_cli_eval_json(database, tmp_path, capsys):
     code, _, err = run_cli("retrieve", "--eval", str(tmp_path / "none"), "--database", str(database),
                            "--extractor", "pixels", capsys=capsys)
     assert code != 0 and "error:" in err
+
+
+def test_pretrained_cnn_extractor_is_trained_saved_and_used(tmp_path):
+    """pretrain --backbone scratch: a checkpoint with metadata, not a task classifier, whose pooled
+    activations index the database; a missing one says how to make it."""
+    from cvdemo import checkpoints as ckpt
+    from cvdemo.checkpoints import CheckpointError
+    from cvdemo.train import pretrain_cnn
+
+    with pytest.raises(CheckpointError, match="cvdemo pretrain --backbone scratch"):
+        retrieval.build_extractor("digits_all_cnn", tmp_path)
+    assert retrieval.EXTRACTORS["digits_all_cnn"].version(tmp_path) is None
+    meta = pretrain_cnn(epochs=1, out=tmp_path, per_class=4)
+    assert meta["classes"] == list(range(10)) and meta["role"] == "retrieval feature extractor"
+    assert meta["data"]["n_train"] + meta["data"]["n_val"] == 40
+    assert ckpt.list_names(tmp_path) == []          # an extractor, not one of the task's classifiers
+    assert retrieval.default_extractor(tmp_path) == "digits_all_cnn"
+    extractor = retrieval.build_extractor("digits_all_cnn", tmp_path)
+    out = extractor.extract(np.random.default_rng(0).random((3, 28, 28, 1)).astype(np.float32))
+    assert out.shape == (3, 128) and np.isfinite(out).all()
+    assert extractor.version == retrieval.EXTRACTORS["digits_all_cnn"].version(tmp_path)
