@@ -104,6 +104,9 @@ def test_run_on_tiny_inputs_has_the_documented_shape(tiny_checkpoints, tmp_path)
     assert retrieval["index_images_per_s"] > 0 and retrieval["naive_ratio"] > 0
     assert retrieval["precision_at_4"]["n_queries"] == 200          # all held-out MNIST queries
     assert retrieval["precision_at_4"]["query_images"]["n_queries"] == 6
+    other = retrieval["precision_at_4"]
+    assert other["writers"]["n_queries"] == 1797 and other["fonts"]["n_queries"] % 10 == 0   # every UCI digit
+    assert 0 <= other["fonts"]["min_class"] <= other["fonts"]["overall"] <= 1
     assert seen and seen[-1][0] == seen[-1][1]                          # the progress reached the end
     statuses = {row["name"]: row["status"] for row in document["targets"]}
     assert statuses["cold start"] == "n/a"                              # app section not run
