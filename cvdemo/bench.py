@@ -2,11 +2,13 @@
 
 Every figure is measured on this machine in one run, as the median over repeats with min and
 max, and is printed beside the project's target (from the performance issue) with pass/miss.
-Runs the app as a subprocess and talks to it through ``gradio_client``; never imports Gradio.
+Runs the app as a subprocess and times it over HTTP through ``scripts/http_probe.py`` (which
+uses ``gradio_client``), another subprocess: never imports Gradio or its client.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import platform
 import shutil
@@ -14,7 +16,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -262,53 +263,34 @@ def _tail(path: Path, n: int = 15) -> str:
         return ""
 
 
-def _first_answer(url: str, image: Path, proc: subprocess.Popen, log: Path, timeout: float):
-    """Poll until the app answers /classify; return the connected client."""
-    from gradio_client import Client, handle_file
+def _probe(url: str, image: Path, app: subprocess.Popen, log: Path, workdir: Path, requests: int = 0,
+           clients: int = 0, per_client: int = 0, timeout: float = 300) -> dict:
+    """Run ``scripts/http_probe.py`` against the app; its JSON document (see that script).
 
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"app.py exited with code {proc.returncode}:\n{_tail(log)}")
-        try:
-            client = Client(url, verbose=False)
-            client.predict(handle_file(str(image)), api_name="/classify")
-            return client
-        except Exception as err:          # not listening yet
-            last = err
-            time.sleep(0.2)
-    raise BenchError(f"app.py did not answer /classify within {timeout:.0f} s ({last}):\n{_tail(log)}")
+    Raises BenchError with the app's log when the app exits or never answers.
+    """
+    out, err = workdir / "probe.json", workdir / "probe.err"
+    command = [sys.executable, str(config.ROOT / "scripts" / "http_probe.py"), "--url", url, "--image",
+               str(image), "--timeout", str(timeout), "--requests", str(requests), "--clients", str(clients),
+               "--per-client", str(per_client)]
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        probe = subprocess.Popen(command, cwd=config.ROOT, stdout=stdout, stderr=stderr)
+    try:
+        while probe.poll() is None:
+            if app.poll() is not None:
+                raise BenchError(f"app.py exited with code {app.returncode}:\n{_tail(log)}")
+            time.sleep(0.1)
+    finally:
+        if probe.poll() is None:
+            probe.kill()
+            probe.wait()
+    if probe.returncode != 0:
+        raise BenchError(f"{_tail(err, 3)}\n{_tail(log)}")
+    return json.loads(out.read_text())
 
 
-def _concurrent(url: str, image: Path, clients: int, per_client: int) -> dict:
-    from gradio_client import Client, handle_file
-
-    connected = [Client(url, verbose=False) for _ in range(clients)]
-    latencies: list[float] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(clients)
-
-    def work(client):
-        barrier.wait()
-        for _ in range(per_client):
-            t0 = time.perf_counter()
-            try:
-                client.predict(handle_file(str(image)), api_name="/classify")
-                with lock:
-                    latencies.append(time.perf_counter() - t0)
-            except Exception as err:
-                with lock:
-                    errors.append(f"{type(err).__name__}: {err}")
-
-    threads = [threading.Thread(target=work, args=(c,)) for c in connected]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
+def _concurrent(probed: dict, clients: int, per_client: int) -> dict:
+    latencies, errors, wall = probed["latencies"], probed["errors"], probed["wall"]
     result = summarize(latencies) if latencies else {"p50": None, "p95": None}
     result.update({"errors": len(errors), "clients": clients, "requests": clients * per_client,
                    "throughput_rps": round(len(latencies) / wall, 2) if wall else None})
@@ -320,8 +302,6 @@ def _concurrent(url: str, image: Path, clients: int, per_client: int) -> dict:
 def bench_app(opts: BenchOptions, image: Path, workdir: Path, tick: Tick) -> dict:
     """``python app.py`` in a subprocess: time to the first answered /classify, HTTP latency
     (sequential and concurrent clients, on the last start) and the process's peak RSS."""
-    from gradio_client import handle_file
-
     colds, rss, result = [], [], {}
     for attempt in range(opts.cold_starts):
         port = _free_port()
@@ -329,22 +309,22 @@ def bench_app(opts: BenchOptions, image: Path, workdir: Path, tick: Tick) -> dic
                    CVDEMO_CHECKPOINTS=str(Path(opts.checkpoints).resolve()), GRADIO_ANALYTICS_ENABLED="False",
                    HF_HUB_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="2")
         log = workdir / f"app-{attempt}.log"
+        last = attempt == opts.cold_starts - 1
         with open(log, "wb") as out:
-            started = time.perf_counter()
+            started = time.time()
             proc = subprocess.Popen([sys.executable, str(config.ROOT / "app.py")], cwd=config.ROOT, env=env,
                                     stdout=out, stderr=subprocess.STDOUT)
         try:
-            url = f"http://127.0.0.1:{port}/"
-            client = _first_answer(url, image, proc, log, timeout=300)
-            colds.append(time.perf_counter() - started)
+            probed = _probe(f"http://127.0.0.1:{port}/", image, proc, log, workdir,
+                            requests=opts.http_requests if last else 0,
+                            clients=opts.concurrent_clients if last else 0, per_client=opts.requests_per_client)
+            colds.append(probed["first_answer_at"] - started)
             tick("app started")
-            if attempt == opts.cold_starts - 1:
-                client.predict(handle_file(str(image)), api_name="/classify")
-                result["http"] = summarize(_timed(
-                    lambda: client.predict(handle_file(str(image)), api_name="/classify"), opts.http_requests))
+            if last:
+                result["http"] = summarize(probed["sequential"])
                 tick("HTTP latency")
                 result[f"concurrent{opts.concurrent_clients}"] = _concurrent(
-                    url, image, opts.concurrent_clients, opts.requests_per_client)
+                    probed["concurrent"], opts.concurrent_clients, opts.requests_per_client)
                 tick("concurrent clients")
             rss.append(peak_rss_mb(proc.pid))
         finally:
