@@ -38,7 +38,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from .models import OWN_WEIGHTS, pretrained_cnn_name
+    from .models import OWN_WEIGHTS
     from .train import pretrain_backbone, pretrain_cnn
 
     digits = OWN_WEIGHTS[args.weights]
@@ -50,7 +50,6 @@ def cmd_pretrain(args) -> int:
                 progress.set_postfix_str(f"val_acc={event['logs'].get('val_accuracy', 0):.4f}")
         if args.backbone == "scratch":
             meta = pretrain_cnn("scratch", epochs, Path(args.out), on_event, tag=args.weights)
-            meta["weights_file"] = f"{pretrained_cnn_name('scratch', args.weights)}.keras"
         else:
             meta = pretrain_backbone(args.backbone, epochs, Path(args.out), on_event, tag=args.weights)
     if args.json:

@@ -123,18 +123,19 @@ def _checkpoint_version(name: str) -> Callable[[Path], str | None]:
     return version
 
 
-def _checkpoint_extractor(name: str, layer: str = "embedding") -> Callable[[Path], tuple[Extract, str]]:
-    """Features of a saved model: its 'embedding' layer, or its pooled conv activations."""
+def _checkpoint_extractor(name: str, layer: str = "embedding",
+                          made_by: str | None = None) -> Callable[[Path], tuple[Extract, str]]:
+    """Features of a saved model: its 'embedding' layer, or its pooled conv activations.
+    ``made_by``: the command that creates the checkpoint, named when it is missing."""
     def build(checkpoints: Path) -> tuple[Extract, str]:
         from . import checkpoints as ckpt
         from .models import embedding_model, pooled_model
 
         present = any(path.exists() for stem in (name, f"{name}.prev")
                       for path in ckpt.paths_for(Path(checkpoints), stem))
-        if name.startswith("pretrained_") and not present:
-            raise ckpt.CheckpointError(
-                f"The offline extractor {name}.keras is missing from {checkpoints}. Create it with: "
-                f"python -m cvdemo pretrain --backbone scratch --weights digits_all")
+        if made_by and not present:
+            raise ckpt.CheckpointError(f"The offline extractor {name}.keras is missing from {checkpoints}. "
+                                       f"Create it with: {made_by}")
         checkpoint = ckpt.load(Path(checkpoints), name)
         if checkpoint.profile != "digits":
             raise ckpt.CheckpointError(f"The {name} checkpoint was trained on photos, not digits; "
@@ -149,11 +150,14 @@ def _pixels(checkpoints: Path) -> tuple[Extract, str]:
     return (lambda batch: np.asarray(batch, np.float32).reshape(len(batch), -1)), "pixels"
 
 
+_PRETRAINED_CNN = "pretrained_scratch_digits_all"     # models.pretrained_cnn_name(); models imports Keras
+
 EXTRACTORS: dict[str, ExtractorSpec] = {spec.name: spec for spec in (
     ExtractorSpec("digits_all_cnn", "the scratch CNN pretrained offline on MNIST digits 0-9 (never the "
-                  "held-out queries), pooled conv activations (checkpoints/pretrained_scratch_digits_all)",
-                  _checkpoint_extractor("pretrained_scratch_digits_all", "pooled"),
-                  _checkpoint_version("pretrained_scratch_digits_all")),
+                  f"held-out queries), pooled conv activations (checkpoints/{_PRETRAINED_CNN})",
+                  _checkpoint_extractor(_PRETRAINED_CNN, "pooled",
+                                        "python -m cvdemo pretrain --backbone scratch --weights digits_all"),
+                  _checkpoint_version(_PRETRAINED_CNN)),
     ExtractorSpec("digits_mobilenet_v2", "MobileNetV2 pretrained offline on MNIST digits 3-9, pooled features",
                   _backbone_extractor("mobilenet_v2", "digits"), _backbone_version("mobilenet_v2", "digits")),
     ExtractorSpec("digits_all_mobilenet_v2", "MobileNetV2 pretrained offline on MNIST digits 0-9 "

