@@ -68,39 +68,56 @@ class BackbonePreprocess(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="cvdemo")
 class RandomFoot(_RandomPerImage):
-    """Training-only, digits profile: adds a short horizontal bar under the glyph.
+    """Training-only, digits profile: adds a foot (a bar under the glyph) or a flag (a serif at its top).
 
     Typed fonts and many writers put a foot under a 1; MNIST almost never does, so a model
     trained on it alone learns "bar at the bottom means 2". Drawing feet on random digits of
-    every class teaches that a foot is not evidence for any class. Works on the canonical
-    28x28 layout, where the glyph's bottom edge sits at row 23.
+    every class teaches that a foot is not evidence for any class. The foot is centred under
+    the ink of the glyph's bottom rows (a slanted 1 gets it under its end, not under the image
+    centre, which would draw an "L") and is 1 or 2 px thick, as bold fonts' feet are. Works on
+    the canonical 28x28 layout, where a tall glyph spans rows 4-23.
     """
 
     def __init__(self, rate: float = 0.3, seed: int | None = None, **kwargs):
         super().__init__(rate, seed, **kwargs)
+
+    @staticmethod
+    def _ink_centre(band, cols, default):
+        """Column centre of the ink in a band of rows, per image; ``default`` where it is empty."""
+        weights = ops.sum(band, axis=1)                                   # (B, W)
+        mass = ops.sum(weights, axis=1)
+        centre = ops.sum(weights * cols, axis=1) / ops.maximum(mass, 1e-6)
+        return ops.where(mass > 0.5, centre, default)
 
     def call(self, images, training=True):
         if not training:
             return images
         batch = ops.shape(images)[0]
         height, width = images.shape[1], images.shape[2]
-        draws = keras.random.uniform((batch, 4), seed=self.generator)
-        centre = width / 2 + (draws[:, 0] - 0.5) * 6              # +-3 px
-        half = 2.5 + draws[:, 1] * 5.5                              # 5-16 px wide
-        row = height - 5 - ops.cast(draws[:, 2] > 0.5, "float32")   # rows 22-23
+        draws = keras.random.uniform((batch, 6), seed=self.generator)
         cols = ops.cast(ops.arange(width), "float32")[None, :]
         rows = ops.cast(ops.arange(height), "float32")[None, :]
+        ink = ops.cast(images[..., 0], "float32")
+        bottom = self._ink_centre(ink[:, height - 9:height - 4, :], cols, width / 2)   # rows 19-23
+        top = self._ink_centre(ink[:, 4:8, :], cols, width / 2)                       # rows 4-7
+        centre = bottom + (draws[:, 0] - 0.5) * 2                   # +-1 px
+        half = 2.5 + draws[:, 1] * 5.5                              # 5-16 px wide
+        low = height - 5 - ops.cast(draws[:, 2] > 0.5, "float32")   # bottom row 22 or 23
+        thick = 1.0 + ops.cast(draws[:, 4] > 0.5, "float32")        # 1 or 2 px
         in_cols = ops.cast(ops.abs(cols - centre[:, None]) <= half[:, None], "float32")   # (B, W)
-        in_rows = ops.cast(ops.abs(rows - row[:, None]) <= 0.5, "float32")               # (B, H)
+        in_rows = ops.cast((rows <= low[:, None]) & (rows > low[:, None] - thick[:, None]), "float32")
         foot = in_rows[:, :, None] * in_cols[:, None, :]
         apply = ops.cast(draws[:, 3] < self.rate, "float32")[:, None, None]
         foot = (foot * apply)[..., None]
-        # a flag: a short diagonal from the glyph's top centre down to the left
-        length = 3.0 + draws[:, 1] * 4.0
+        # a flag: a short stroke from the glyph's top ink down to the left, as steep as a
+        # handwritten 1's or as flat as a typeface's, 1 or 2 px thick
+        length = 3.0 + draws[:, 1] * 4.0                            # 3-7 px to the left
+        slope = 0.4 + draws[:, 5] * 0.6                             # 22-45 degrees
+        tolerance = 0.6 + 0.5 * ops.cast(draws[:, 4] > 0.5, "float32")
         dy = rows[:, :, None] - 4.0                     # (1, H, 1) rows below the top edge
-        dx = centre[:, None, None] - cols[:, None, :]    # (B, 1, W) columns left of centre
-        on_line = ops.cast(ops.abs(dx - dy) <= 0.7, "float32") * ops.cast(dy >= 0, "float32")
-        flag = on_line * ops.cast(dy <= length[:, None, None], "float32")
+        dx = top[:, None, None] - cols[:, None, :]      # (B, 1, W) columns left of the top ink
+        on_line = ops.cast(ops.abs(dy - slope[:, None, None] * dx) <= tolerance[:, None, None], "float32")
+        flag = on_line * ops.cast((dx >= 0) & (dx <= length[:, None, None]), "float32")
         flag = flag * ops.cast(draws[:, 2] < self.rate / 2, "float32")[:, None, None]
         marks = ops.maximum(foot, flag[..., None])
         return ops.maximum(images, ops.cast(marks, images.dtype))
