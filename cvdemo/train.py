@@ -156,6 +156,20 @@ def _compile(model, learning_rate, steps_total: int | None = None, sample=None):
         model._symbolic_build(data_batch=(x[:1], y[:1], None))   # what fit does itself under a strategy
 
 
+def _batches(x, y, batch_size: int, seed: int):
+    """An endless stream of shuffled ``(x, y)`` batches, reshuffled every epoch, and its steps per epoch.
+
+    ``fit`` reads it with ``steps_per_epoch`` (and ``shuffle=False``: the stream shuffles itself),
+    so one iterator serves every epoch. Handed arrays, Keras builds a new iterator per epoch,
+    and replacing the old one stalled the first step of about half the epochs by 1-2 s on a
+    2-core CPU: a tenth of the scratch CNN's training time.
+    """
+    import tensorflow as tf
+
+    stream = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+    return stream.batch(batch_size).repeat().prefetch(tf.data.AUTOTUNE), math.ceil(len(y) / batch_size)
+
+
 _STRATEGIES: dict = {}      # created once per process (MultiWorkerMirroredStrategy may only be made once)
 
 
@@ -200,15 +214,15 @@ def fit_classifier(name: str, prepared: Prepared, cfg: TrainConfig = TrainConfig
     emit = on_event or (lambda e: None)
     keras.utils.set_random_seed(cfg.seed)
     arrays = prepared.arrays
-    steps = math.ceil(len(prepared.train_idx) / cfg.batch_size)
     started = time.perf_counter()
+    batches, steps = _batches(prepared.x_train, prepared.y_train, cfg.batch_size, cfg.seed)
     with _scope(cfg):
         model = build_model(name, arrays.images.shape[1:], len(arrays.class_names))
         trainer = _with_augmentation(model, arrays.profile, cfg.seed) if cfg.augment else model
         _compile(trainer, cfg.learning_rate, steps * cfg.epochs, sample=(prepared.x_train, prepared.y_train))
     emit({"kind": "start", "model": name, "epochs": cfg.epochs, "params": model.count_params()})
-    fitted = trainer.fit(prepared.x_train, prepared.y_train, batch_size=cfg.batch_size, epochs=cfg.epochs,
-                         validation_data=(prepared.x_val, prepared.y_val), shuffle=True, verbose=0,
+    fitted = trainer.fit(batches, steps_per_epoch=steps, shuffle=False, epochs=cfg.epochs,
+                         validation_data=(prepared.x_val, prepared.y_val), verbose=0,
                          callbacks=_callbacks(name, "train", cfg.epochs, steps, emit, stop, started, logdir))
     seconds = time.perf_counter() - started
     history: dict = {}
@@ -263,11 +277,11 @@ def fit_finetuned(prepared: Prepared, cfg: TrainConfig = TrainConfig(), ft: Fine
     f_train = features.predict(np.concatenate(views), batch_size=128, verbose=0)
     f_val = features.predict(prepared.x_val, batch_size=128, verbose=0)
     y_all = np.concatenate(labels)
-    steps = math.ceil(len(f_train) / cfg.batch_size)
+    batches, steps = _batches(f_train, y_all, cfg.batch_size, cfg.seed)
     with _scope(cfg):
         _compile(head, ft.head_learning_rate, steps * head_epochs, sample=(f_train, y_all))
-    fitted = head.fit(f_train, y_all, batch_size=cfg.batch_size, epochs=head_epochs,
-                      validation_data=(f_val, prepared.y_val), shuffle=True, verbose=0,
+    fitted = head.fit(batches, steps_per_epoch=steps, shuffle=False, epochs=head_epochs,
+                      validation_data=(f_val, prepared.y_val), verbose=0,
                       callbacks=_callbacks(name, "head", cfg.epochs, steps, emit, stop, started, logdir))
     _merge(history, fitted.history)
     stopped = bool(stop is not None and stop.is_set())
@@ -285,13 +299,13 @@ def fit_finetuned(prepared: Prepared, cfg: TrainConfig = TrainConfig(), ft: Fine
                 layer.trainable = False       # keep the pretrained statistics
         emit({"kind": "phase", "model": name, "phase": "fine-tune",
               "message": f"unfroze {ft.backbone} from {names[first]} ({len(names) - first} layers)"})
-        steps = math.ceil(len(x_train) / cfg.batch_size)
+        batches, steps = _batches(x_train, y_train, cfg.batch_size, cfg.seed + 7)
         with _scope(cfg):
             trainer = _with_augmentation(model, arrays.profile, cfg.seed + 7) if cfg.augment else model
             _compile(trainer, ft.fine_tune_learning_rate, steps * tune_epochs, sample=(x_train, y_train))
-        fitted = trainer.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.epochs,
+        fitted = trainer.fit(batches, steps_per_epoch=steps, shuffle=False, epochs=cfg.epochs,
                              initial_epoch=head_epochs, validation_data=(prepared.x_val, prepared.y_val),
-                             shuffle=True, verbose=0,
+                             verbose=0,
                              callbacks=_callbacks(name, "fine-tune", cfg.epochs, steps, emit, stop, started, logdir))
         _merge(history, fitted.history)
         stopped = bool(stop is not None and stop.is_set())
@@ -408,11 +422,10 @@ def pretrain_backbone(backbone: str = "mobilenet_v2", epochs: int = 30,
             layer.momentum = 0.9   # Keras's 0.999 lags far behind in a few hundred steps
     inputs = keras.Input(images.shape[1:])
     trainer = keras.Model(inputs, model(make_augmenter("digits", seed)(inputs)))
-    batch = 64
-    steps = math.ceil(len(train_idx) / batch)
     started = time.perf_counter()
+    batches, steps = _batches(images[train_idx], y[train_idx], 64, seed)
     _compile(trainer, 3e-3, steps * epochs, sample=(images, y))
-    fitted = trainer.fit(images[train_idx], y[train_idx], batch_size=batch, epochs=epochs, verbose=0,
+    fitted = trainer.fit(batches, steps_per_epoch=steps, shuffle=False, epochs=epochs, verbose=0,
                          validation_data=(images[val_idx], y[val_idx]),
                          callbacks=_callbacks(f"pretrain_{backbone}_{tag}", "pretrain", epochs, steps, emit,
                                               stop, started, None))

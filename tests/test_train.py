@@ -72,6 +72,23 @@ def test_finetune_runs_both_phases(tiny_data):
     assert backbone.trainable                                  # the top was unfrozen
 
 
+def test_the_training_stream_shows_every_image_once_per_epoch_in_a_new_order():
+    from cvdemo.train import _batches
+
+    x = np.arange(10, dtype=np.float32)[:, None]
+    y = np.arange(10)
+    stream, steps = _batches(x, y, batch_size=4, seed=3)
+    assert steps == 3
+    batches = [b.numpy() for _, b in stream.take(3 * steps)]
+    assert [len(b) for b in batches] == [4, 4, 2] * 3          # epochs end where the data ends
+    epochs = [np.concatenate(batches[i:i + steps]) for i in range(0, 3 * steps, steps)]
+    for epoch in epochs:
+        assert sorted(epoch) == list(range(10))
+    assert len({tuple(e) for e in epochs}) == 3                 # reshuffled every epoch
+    again = [b.numpy() for _, b in _batches(x, y, 4, 3)[0].take(steps)]
+    assert np.array_equal(np.concatenate(again), epochs[0])     # and seeded
+
+
 def test_no_variable_is_created_inside_a_traced_training_step(tiny_data):
     """Every variable exists before fit traces its step, so the step is traced once, not twice.
 
