@@ -131,9 +131,10 @@ def _from_array(array: Any) -> Decoded:
     if a.dtype.kind == "f":
         if not np.all(np.isfinite(a)):
             raise ImageError("The image array holds NaN or infinite values.")
-        scale = 1.0 if a.size and float(np.max(a)) <= 1.0 else 1 / 255
-        a = np.clip(a.astype(np.float64) / scale if scale != 1.0 else a * 255.0, 0, 255)
-        a = np.rint(a).astype(np.uint8)
+        a = a.astype(np.float64)
+        if a.size and float(np.max(a)) <= 1.0:     # [0, 1] floats; otherwise already 0..255
+            a = a * 255.0
+        a = np.rint(np.clip(a, 0, 255)).astype(np.uint8)
     elif a.dtype == bool:
         a = a.astype(np.uint8) * 255
     elif a.dtype.itemsize > 1 or a.dtype.kind == "i":

@@ -132,7 +132,8 @@ def test_sixteen_bit_is_stretched_not_clipped(digit, reference):
     same_digit(preprocess(im)[..., 0], reference)
 
 
-@pytest.mark.parametrize("kind", ["L composite", "RGBA opaque composite", "RGBA transparent", "float"])
+@pytest.mark.parametrize("kind", ["L composite", "RGBA opaque composite", "RGBA transparent", "float",
+                                  "float 0-255"])
 def test_sketchpad_arrays(kind, digit, reference):
     """What gr.Sketchpad / gr.Image hand over: numpy arrays of either layout."""
     gray = np.asarray(paper(digit))                              # 255 paper, 0 ink
@@ -142,9 +143,18 @@ def test_sketchpad_arrays(kind, digit, reference):
         array = np.dstack([gray, gray, gray, np.full_like(gray, 255)])
     elif kind == "RGBA transparent":
         array = np.asarray(_rgba_strokes(digit, 0, 0))
-    else:
+    elif kind == "float":
         array = gray.astype(np.float32) / 255.0
+    else:
+        array = gray.astype(np.float32)
     same_digit(preprocess(array)[..., 0], reference)
+
+
+@pytest.mark.parametrize("scale", [1 / 255, 1.0], ids=["0-1", "0-255"])
+def test_float_arrays_read_like_their_bytes(scale, digit):
+    """Float pixels in [0, 1] or in [0, 255] are the same picture as the uint8 array they came from."""
+    gray = np.asarray(paper(digit))
+    assert np.array_equal(preprocess(gray.astype(np.float32) * scale), preprocess(gray))
 
 
 def test_output_is_mnist_shaped(reference):
