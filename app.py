@@ -299,17 +299,25 @@ def classify_tab(service: Service, model_set: gr.State) -> None:
             raise gr.Error("Draw or upload a digit first, then send it to Retrieve.")
         return source, gr.Tabs(selected="retrieve")
 
+    # A failed classification (gr.Error toast) would leave the previous input's verdict on show.
+    def cleared(text):
+        return lambda: nothing(text)
+
+    unreadable = cleared("That input could not be classified: the message at the top right says why.")
     common = dict(concurrency_limit=4, concurrency_id="classify")
     sketch.change(classify_drawing_live, [sketch, model_set], outputs, trigger_mode="always_last",
                   show_progress="hidden", api_name="classify_drawing_live", **common)
-    draw_btn.click(classify_drawing, [sketch, model_set], outputs, api_name="classify_drawing", **common)
+    draw_btn.click(classify_drawing, [sketch, model_set], outputs, api_name="classify_drawing", **common
+                   ).failure(cleared("Draw a digit first."), None, outputs, api_name=False, show_progress="hidden")
     # Setting the editor's value to None from Python leaves it stuck loading in 6.31: press its own
     # "Clear canvas" instead, which empties the layers and fires .change (resetting the outputs).
     clear_btn.click(None, None, None, api_name="clear_drawing", js=CLICK_CLEAR_CANVAS_JS)
     upload.change(classify_upload_live, [upload, model_set], outputs, preprocess=False,
-                  api_name="classify_upload_live", **common)
+                  api_name="classify_upload_live", **common
+                  ).failure(unreadable, None, outputs, api_name=False, show_progress="hidden")
     upload_btn.click(classify_upload, [upload, model_set], outputs, preprocess=False,
-                     api_name="classify_upload", **common)
+                     api_name="classify_upload", **common
+                     ).failure(unreadable, None, outputs, api_name=False, show_progress="hidden")
     send_btn.click(send_to_retrieve, [last_input], [SHARED["to_retrieve"], SHARED["tabs"]],
                    api_name="send_to_retrieve")
 
