@@ -612,9 +612,15 @@ def retrieve_tab(service):
     inputs = [query, k] + ([model_set] if model_set is not None else [])
     outputs = [gallery, results, verdict, seen]
     common = dict(concurrency_limit=4, concurrency_id="retrieve")
-    search.click(retrieve_file, inputs, outputs, preprocess=False, api_name="retrieve", **common)
+    def failed():       # clear the previous query's neighbours instead of leaving them beside the error
+        return [], None, _empty_verdict("That query could not be searched: the message at the top right "
+                                        "says why."), None
+
+    search.click(retrieve_file, inputs, outputs, preprocess=False, api_name="retrieve", **common
+                 ).failure(failed, None, outputs, api_name=False, show_progress="hidden")
     query.change(retrieve_live, inputs, outputs, preprocess=False, api_name="retrieve_live",
-                 show_progress="minimal", **common)
+                 show_progress="minimal", **common
+                 ).failure(failed, None, outputs, api_name=False, show_progress="hidden")
     add_btn.click(add, [new_files, new_label], [add_report, new_files], api_name="add_to_database",
                   concurrency_limit=1, concurrency_id="add_to_database")
     to_retrieve = SHARED.get("to_retrieve")

@@ -121,6 +121,31 @@ def test_empty_canvas_button_says_draw_first(page):
     sync_api.expect(page.get_by_text("Draw a digit first").first).to_be_visible(timeout=20_000)
 
 
+def test_a_bad_file_clears_the_previous_answers(page, server, tmp_path):
+    """An unreadable upload or query shows its error and clears the last good answer beside it."""
+    kind, _, _ = server
+    if kind != "tiny":
+        pytest.skip("one server is enough")
+    bad = tmp_path / "notanimage.png"
+    bad.write_text("this is not an image")
+    draw_one(page)
+    verdict = page.locator("#verdict")
+    sync_api.expect(verdict).to_contain_text(re.compile("agree|disagree"), timeout=30_000)
+    page.get_by_role("tab", name="Upload, paste or webcam").click()
+    page.locator("#upload input[type=file]").set_input_files(str(bad))
+    sync_api.expect(page.locator(".toast-body").first).to_contain_text("could not be read", timeout=30_000)
+    sync_api.expect(verdict).to_contain_text("could not be classified", timeout=20_000)
+    sync_api.expect(page.locator("#seen-scratch img")).to_have_count(0, timeout=10_000)
+
+    open_tab(page, "Retrieve")
+    query = sorted((ROOT / "query_images" / "2").iterdir())[0]
+    page.locator("#retrieve-query input[type=file]").set_input_files(str(query))
+    sync_api.expect(page.locator("#retrieve-gallery .caption-label")).to_have_count(4, timeout=60_000)
+    page.locator("#retrieve-query input[type=file]").set_input_files(str(bad))
+    sync_api.expect(page.locator("#retrieve-verdict")).to_contain_text("could not be searched", timeout=30_000)
+    sync_api.expect(page.locator("#retrieve-gallery .caption-label")).to_have_count(0, timeout=10_000)
+
+
 def test_training_in_the_browser_grows_curves_and_finishes(page, server, tmp_path):
     kind, _, service = server
     if kind != "tiny":
