@@ -124,12 +124,16 @@ class RunProgress:
         self.lines.append(f"{e['model']}: {state}")
 
     def _on_done(self, e: dict) -> None:
+        # training is over; "Finished" waits for the saved models to be loaded ("activated")
         self.stopped = bool(e.get("stopped"))
-        self.stage = "Stopped" if self.stopped else "Finished"
+        finished = [name for name, r in self.results.items() if not r.get("stopped")]
+        self.stage = ("Stopped" if self.stopped or not finished
+                      else "Trained and saved; loading the new models for your session")
         self.lines.append("stopped at your request" if self.stopped else "training finished")
 
     def _on_activated(self, e: dict) -> None:
         self.set_id, self.set_label = e["set_id"], e["label"]
+        self.stage = "Stopped" if self.stopped else "Finished"
         self.lines.append(f"new model set: {e['label']}")
 
     def _on_error(self, e: dict) -> None:
