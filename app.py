@@ -78,6 +78,12 @@ CSS = """
 .verdict .big {font-size:1.25em; font-weight:600;}
 /* gallery captions carry rank, file, class and distance: wrap them instead of cutting them off */
 #retrieve-gallery .caption-label, #analyze-figures .caption-label {white-space:normal; max-width:calc(100% - 8px);}
+/* retrieval results: each caption under its picture, not over the digit, and the first row clear
+   of the gallery's floating label */
+#retrieve-gallery .grid-container {padding-top:34px;}
+#retrieve-gallery .thumbnail-item {aspect-ratio:auto; height:auto; display:flex; flex-direction:column;}
+#retrieve-gallery .thumbnail-item > img {aspect-ratio:1 / 1; height:auto;}
+#retrieve-gallery .caption-label {position:static; max-width:none; margin:0; border-radius:0; text-align:left;}
 /* one legend for both training charts (the charts' own legends cut off the fourth series) */
 .curve-legend {display:flex; flex-wrap:wrap; gap:2px 18px; font-size:.9em; padding:0 4px;}
 .curve-legend .swatch {display:inline-block; width:22px; height:4px; border-radius:2px; margin-right:6px;
@@ -91,6 +97,7 @@ CSS = """
   #retrieve-gallery .grid-container, #analyze-misclassified .grid-container
     {grid-template-columns:repeat(2, minmax(0, 1fr)) !important;}
   #analyze-figures .grid-container {grid-template-columns:minmax(0, 1fr) !important;}
+  #retrieve-gallery .grid-container {padding-top:54px;}    /* the label wraps to two lines */
 }
 """
 
