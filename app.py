@@ -618,11 +618,11 @@ def retrieve_tab(service):
 
     inputs = [query, k] + ([model_set] if model_set is not None else [])
     outputs = [gallery, results, verdict, seen]
-    common = dict(concurrency_limit=4, concurrency_id="retrieve")
     def failed():       # clear the previous query's neighbours instead of leaving them beside the error
         return [], None, _empty_verdict("That query could not be searched: the message at the top right "
                                         "says why."), None
 
+    common = dict(concurrency_limit=4, concurrency_id="retrieve")
     search.click(retrieve_file, inputs, outputs, preprocess=False, api_name="retrieve", **common
                  ).failure(failed, None, outputs, api_name=False, show_progress="hidden")
     query.change(retrieve_live, inputs, outputs, preprocess=False, api_name="retrieve_live",
