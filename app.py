@@ -618,6 +618,7 @@ def retrieve_tab(service):
 
     inputs = [query, k] + ([model_set] if model_set is not None else [])
     outputs = [gallery, results, verdict, seen]
+
     def failed():       # clear the previous query's neighbours instead of leaving them beside the error
         return [], None, _empty_verdict("That query could not be searched: the message at the top right "
                                         "says why."), None
