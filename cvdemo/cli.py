@@ -104,7 +104,8 @@ def cmd_train(args) -> int:
     data_dir = Path(args.data)
     if data_dir.resolve() == config.SAMPLE_DATA_DIR.resolve():
         ensure_sample_dataset(data_dir)
-    names = {"all": ("scratch", "finetuned"), "both": ("scratch", "finetuned")}.get(args.model, (args.model,))
+    names = {"all": ("scratch", "finetuned"), "both": ("scratch", "finetuned"),
+             "finetune": ("finetuned",)}.get(args.model, (args.model,))
     if args.strategy == "multiworker" and os.environ.get("TF_CONFIG"):
         import json
 
@@ -221,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train models on a class-folder dataset and save checkpoints")
     p.add_argument("--data", default=str(config.SAMPLE_DATA_DIR), help="folder with one subfolder per class")
-    p.add_argument("--model", default="all", choices=[*sorted(MODELS), "all", "both"])
+    p.add_argument("--model", default="all", choices=[*sorted(MODELS), "finetune", "all", "both"],
+                   help="all (default) = scratch and finetuned; finetune = finetuned")
     p.add_argument("--epochs", type=int, default=config.TrainConfig.epochs)
     p.add_argument("--backbone", default=config.FinetuneConfig.backbone, choices=sorted(BACKBONES))
     p.add_argument("--weights", default=config.FinetuneConfig.weights, help="imagenet | digits | none | PATH")
