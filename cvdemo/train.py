@@ -251,6 +251,7 @@ def fit_finetuned(prepared: Prepared, cfg: TrainConfig = TrainConfig(), ft: Fine
     emit = on_event or (lambda e: None)
     keras.utils.set_random_seed(cfg.seed)
     arrays = prepared.arrays
+    started = time.perf_counter()           # like fit_classifier: building the model is training time
     with _scope(cfg):
         model = build_finetuned(arrays.images.shape[1:], len(arrays.class_names), ft.backbone, ft.weights,
                                 checkpoints)
@@ -258,7 +259,6 @@ def fit_finetuned(prepared: Prepared, cfg: TrainConfig = TrainConfig(), ft: Fine
     tune_epochs = cfg.epochs - head_epochs
     emit({"kind": "start", "model": name, "epochs": cfg.epochs, "params": model.count_params(),
           "weights": describe_weights(ft.weights), "backbone": ft.backbone})
-    started = time.perf_counter()
     history: dict = {}
 
     # phase 1: frozen backbone, cached features
