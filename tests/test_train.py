@@ -128,14 +128,14 @@ def test_the_reported_training_time_includes_building_the_model(tiny_data, monke
     clock = types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + jump[0], time=time.time)
     monkeypatch.setattr(train_module, "time", clock)
 
-    def slow(build):
+    def costing_an_hour(build):
         def built(*args, **kwargs):
             jump[0] += 3600.0
             return build(*args, **kwargs)
         return built
 
-    monkeypatch.setattr(models, "build_model", slow(models.build_model))
-    monkeypatch.setattr(models, "build_finetuned", slow(models.build_finetuned))
+    monkeypatch.setattr(models, "build_model", costing_an_hour(models.build_model))
+    monkeypatch.setattr(models, "build_finetuned", costing_an_hour(models.build_finetuned))
     prepared = prepare(tiny_data, TrainConfig(profile="digits"))
     scratch = fit_classifier("scratch", prepared, TrainConfig(epochs=1, batch_size=8))
     tuned = fit_finetuned(prepared, TrainConfig(epochs=1, batch_size=8),
