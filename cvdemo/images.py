@@ -133,7 +133,7 @@ def _from_array(array: Any) -> Decoded:
             raise ImageError("The image array holds NaN or infinite values.")
         a = a.astype(np.float64)
         if a.size and float(np.max(a)) <= 1.0:     # [0, 1] floats; otherwise already 0..255
-            a = a * 255.0
+            a = np.clip(a, 0.0, 1.0) * 255.0        # clipped first: -1e308 * 255 overflows
         a = np.rint(np.clip(a, 0, 255)).astype(np.uint8)
     elif a.dtype == bool:
         a = a.astype(np.uint8) * 255

@@ -157,6 +157,17 @@ def test_float_arrays_read_like_their_bytes(scale, digit):
     assert np.array_equal(preprocess(gray.astype(np.float32) * scale), preprocess(gray))
 
 
+def test_huge_negative_floats_read_as_black_without_overflow():
+    """Out-of-range floats clip to black instead of overflowing on the way (a RuntimeWarning before)."""
+    import warnings
+
+    a = np.full((8, 8), -1e308)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        decoded = img.decode(a)
+    assert np.asarray(decoded.image).max() == 0
+
+
 def test_output_is_mnist_shaped(reference):
     """White ink on black, fitted in a 20-px box, centred (centre of the box near the middle)."""
     ys, xs = np.nonzero(reference > 0.1)
