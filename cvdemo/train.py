@@ -163,11 +163,20 @@ def _batches(x, y, batch_size: int, seed: int):
     so one iterator serves every epoch. Handed arrays, Keras builds a new iterator per epoch,
     and replacing the old one stalled the first step of about half the epochs by 1-2 s on a
     2-core CPU: a tenth of the scratch CNN's training time.
+
+    tf.data's autotuning is off and the prefetch is a fixed two batches. The autotuner's thread
+    sleeps between optimisation rounds, longer and longer as training goes on, and deleting
+    the iterator when ``fit`` returns waits for it to wake up (gdb: ``~RootDataset::Iterator``
+    waiting on ``Model::OptimizeLoop``). That wait added 3-27 s after the last epoch in about
+    one run in three. The data sits in memory, so there is nothing for autotuning to tune.
     """
     import tensorflow as tf
 
     stream = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
-    return stream.batch(batch_size).repeat().prefetch(tf.data.AUTOTUNE), math.ceil(len(y) / batch_size)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    stream = stream.batch(batch_size).repeat().prefetch(2).with_options(options)
+    return stream, math.ceil(len(y) / batch_size)
 
 
 _STRATEGIES: dict = {}      # created once per process (MultiWorkerMirroredStrategy may only be made once)
