@@ -283,9 +283,11 @@ def fit_finetuned(prepared: Prepared, cfg: TrainConfig = TrainConfig(), ft: Fine
             labels.append(y_train)
     emit({"kind": "phase", "model": name, "phase": "features",
           "message": f"computing frozen {ft.backbone} features once for {sum(map(len, views))} images"})
-    f_train = features.predict(np.concatenate(views), batch_size=128, verbose=0)
-    f_val = features.predict(prepared.x_val, batch_size=128, verbose=0)
+    # one call for the training views and the validation images: a second predict retraces
+    # the backbone for its own last-batch shape (1-2 s on 2 cores)
+    f_all = features.predict(np.concatenate([*views, prepared.x_val]), batch_size=128, verbose=0)
     y_all = np.concatenate(labels)
+    f_train, f_val = f_all[:len(y_all)], f_all[len(y_all):]
     batches, steps = _batches(f_train, y_all, cfg.batch_size, cfg.seed)
     with _scope(cfg):
         _compile(head, ft.head_learning_rate, steps * head_epochs, sample=(f_train, y_all))
