@@ -5,6 +5,7 @@ No ``Lambda`` layers anywhere: Keras's safe mode refuses to deserialise their co
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 
@@ -51,8 +52,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     Keras 3 builds batch norm from separate ops (moments, then the normalisation), each a pass
     over the activations, and as many again in the gradient. Keras 2 ran TensorFlow's
     ``FusedBatchNormV3``, one kernel each way. On a 2-core CPU the scratch CNN's training step
-    is about a quarter faster with it. Same weights, config and results as the Keras layer, so a
-    checkpoint loads either way. Anything the fused kernel does not cover falls back to the
+    is about a quarter faster with it. Same weights, config and results as the Keras layer, so
+    weights move between the two. Anything the fused kernel does not cover falls back to the
     Keras code: masks, renorm, a channel axis other than the last, inputs that are not 4-D
     float32 images.
     """
@@ -62,8 +63,6 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 and len(inputs.shape) == 4 and inputs.dtype == "float32")
 
     def call(self, inputs, training=None, mask=None):
-        import tensorflow as tf
-
         if not self._fusable(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
         channels = inputs.shape[-1]

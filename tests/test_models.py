@@ -70,7 +70,7 @@ def test_fused_batch_norm_matches_keras_batch_norm(training):
 
 
 def test_fused_batch_norm_falls_back_where_the_kernel_does_not_apply():
-    """Masks and non-image inputs take the Keras layer's own path, with its results."""
+    """Inputs the fused kernel does not take (here 2-D features) get the Keras layer's results."""
     import keras
 
     from cvdemo.layers import FusedBatchNormalization
