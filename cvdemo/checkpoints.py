@@ -14,9 +14,11 @@ import platform
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 from . import config
+
+READABLE = 0o644                  # what a written file ends up as (mkstemp makes 0600)
 
 
 class CheckpointError(RuntimeError):
@@ -66,20 +68,30 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then os.replace: all or nothing."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write`` on a temp file in the same folder, fsync, then os.replace: all or nothing.
+
+    The file ends up readable by everyone like any other file of the project (mkstemp makes
+    0600, which an app server running as another user could not read).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, READABLE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """``atomic_write`` of a bytes payload."""
+    atomic_write(path, lambda f: f.write(data))
 
 
 def paths_for(directory: Path, name: str) -> tuple[Path, Path]:
@@ -99,6 +111,7 @@ def save(model, meta: dict, directory: Path, name: str) -> Path:
     os.close(fd)
     try:
         model.save(tmp)
+        os.chmod(tmp, READABLE)
         full = {**meta, "name": name, "model_file": model_path.name, "model_sha256": sha256_file(Path(tmp)),
                 "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "library_versions": library_versions(),

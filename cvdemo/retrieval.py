@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import config
-from .checkpoints import sha256_file
+from .checkpoints import atomic_write, sha256_file
 from .images import ImageError, preprocess
 
 INDEX_FORMAT = 1
@@ -453,20 +453,6 @@ def scan_database(database: Path) -> dict[str, os.stat_result]:
     return found
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)      # mkstemp makes 0600; the index is as readable as the images
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class FeatureIndex:
     """The features of every image under ``database`` for one extractor, cached on disk.
 
@@ -537,7 +523,7 @@ class FeatureIndex:
     def _write(self, key: str, entries: list[Entry], features: np.ndarray, skipped: list[tuple[Entry, str]]) -> None:
         self.index_dir.mkdir(parents=True, exist_ok=True)
         features_file = f"{self.extractor_name}-{uuid.uuid4().hex[:12]}.npy"
-        _atomic_write(self.index_dir / features_file, lambda f: np.save(f, features, allow_pickle=False))
+        atomic_write(self.index_dir / features_file, lambda f: np.save(f, features, allow_pickle=False))
         manifest = {
             "format": INDEX_FORMAT, "extractor": self.extractor_name,
             "extractor_version": key.split("@")[1], "extractor_key": key,
@@ -547,7 +533,7 @@ class FeatureIndex:
             "skipped": [vars(e) | {"reason": reason} for e, reason in skipped],
         }
         data = json.dumps(manifest, indent=0).encode()
-        _atomic_write(self.manifest_path, lambda f: f.write(data))   # the commit point
+        atomic_write(self.manifest_path, lambda f: f.write(data))   # the commit point
         # only now is the previous features file unreferenced
         for stale in self.index_dir.glob(f"{self.extractor_name}-*.npy"):
             if stale.name != features_file:

@@ -58,6 +58,8 @@ def test_round_trip(tmp_path, models):
     assert ckpt.list_names(tmp_path) == ["scratch"]
     assert set(ckpt.load_all(tmp_path)) == {"scratch"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp files left behind"
+    # readable by an app server running as another user (mkstemp alone makes 0600)
+    assert {oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()} == {"0o644"}
 
 
 def test_second_save_keeps_the_previous_pair(tmp_path, models):
