@@ -156,6 +156,24 @@ def _compile(model, learning_rate, steps_total: int | None = None, sample=None):
         model._symbolic_build(data_batch=(x[:1], y[:1], None))   # what fit does itself under a strategy
 
 
+def _without_autotuning(stream):
+    """``stream`` with tf.data's autotuning off and a fixed prefetch of two batches.
+
+    The autotuner's thread sleeps between optimisation rounds, longer and longer as a stream is
+    read, and deleting the iterator waits for it to wake up (gdb: ``~RootDataset::Iterator``
+    waiting on ``Model::OptimizeLoop``). Keras hands arrays to ``fit``, ``predict`` and the
+    per-epoch validation through autotuned streams, so the wait could follow any of them:
+    3-27 s after the last epoch of about one training run in three, and 4 s after about half
+    of the fine-tuned model's feature passes. The data sits in memory, so there is nothing for
+    autotuning to tune.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return stream.prefetch(2).with_options(options)
+
+
 def _batches(x, y, batch_size: int, seed: int):
     """An endless stream of shuffled ``(x, y)`` batches, reshuffled every epoch, and its steps per epoch.
 
@@ -163,20 +181,19 @@ def _batches(x, y, batch_size: int, seed: int):
     so one iterator serves every epoch. Handed arrays, Keras builds a new iterator per epoch,
     and replacing the old one stalled the first step of about half the epochs by 1-2 s on a
     2-core CPU: a tenth of the scratch CNN's training time.
-
-    tf.data's autotuning is off and the prefetch is a fixed two batches. The autotuner's thread
-    sleeps between optimisation rounds, longer and longer as training goes on, and deleting
-    the iterator when ``fit`` returns waits for it to wake up (gdb: ``~RootDataset::Iterator``
-    waiting on ``Model::OptimizeLoop``). That wait added 3-27 s after the last epoch in about
-    one run in three. The data sits in memory, so there is nothing for autotuning to tune.
     """
     import tensorflow as tf
 
     stream = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    stream = stream.batch(batch_size).repeat().prefetch(2).with_options(options)
-    return stream, math.ceil(len(y) / batch_size)
+    return _without_autotuning(stream.batch(batch_size).repeat()), math.ceil(len(y) / batch_size)
+
+
+def _in_order(*arrays, batch_size: int):
+    """One pass over ``arrays`` in order, in batches, for validation and ``predict``."""
+    import tensorflow as tf
+
+    return _without_autotuning(tf.data.Dataset.from_tensor_slices(arrays if len(arrays) > 1 else arrays[0])
+                               .batch(batch_size))
 
 
 _STRATEGIES: dict = {}      # created once per process (MultiWorkerMirroredStrategy may only be made once)
@@ -231,8 +248,8 @@ def fit_classifier(name: str, prepared: Prepared, cfg: TrainConfig = TrainConfig
         _compile(trainer, cfg.learning_rate, steps * cfg.epochs, sample=(prepared.x_train, prepared.y_train))
     emit({"kind": "start", "model": name, "epochs": cfg.epochs, "params": model.count_params()})
     fitted = trainer.fit(batches, steps_per_epoch=steps, shuffle=False, epochs=cfg.epochs,
-                         validation_data=(prepared.x_val, prepared.y_val), verbose=0,
-                         callbacks=_callbacks(name, "train", cfg.epochs, steps, emit, stop, started, logdir))
+                         validation_data=_in_order(prepared.x_val, prepared.y_val, batch_size=cfg.batch_size),
+                         verbose=0, callbacks=_callbacks(name, "train", cfg.epochs, steps, emit, stop, started, logdir))
     seconds = time.perf_counter() - started
     history: dict = {}
     _merge(history, fitted.history)
@@ -285,14 +302,14 @@ def fit_finetuned(prepared: Prepared, cfg: TrainConfig = TrainConfig(), ft: Fine
           "message": f"computing frozen {ft.backbone} features once for {sum(map(len, views))} images"})
     # one call for the training views and the validation images: a second predict retraces
     # the backbone for its own last-batch shape (1-2 s on 2 cores)
-    f_all = features.predict(np.concatenate([*views, prepared.x_val]), batch_size=128, verbose=0)
+    f_all = features.predict(_in_order(np.concatenate([*views, prepared.x_val]), batch_size=128), verbose=0)
     y_all = np.concatenate(labels)
     f_train, f_val = f_all[:len(y_all)], f_all[len(y_all):]
     batches, steps = _batches(f_train, y_all, cfg.batch_size, cfg.seed)
     with _scope(cfg):
         _compile(head, ft.head_learning_rate, steps * head_epochs, sample=(f_train, y_all))
     fitted = head.fit(batches, steps_per_epoch=steps, shuffle=False, epochs=head_epochs,
-                      validation_data=(f_val, prepared.y_val), verbose=0,
+                      validation_data=_in_order(f_val, prepared.y_val, batch_size=cfg.batch_size), verbose=0,
                       callbacks=_callbacks(name, "head", cfg.epochs, steps, emit, stop, started, logdir))
     _merge(history, fitted.history)
     stopped = bool(stop is not None and stop.is_set())
@@ -315,7 +332,8 @@ def fit_finetuned(prepared: Prepared, cfg: TrainConfig = TrainConfig(), ft: Fine
             trainer = _with_augmentation(model, arrays.profile, cfg.seed + 7) if cfg.augment else model
             _compile(trainer, ft.fine_tune_learning_rate, steps * tune_epochs, sample=(x_train, y_train))
         fitted = trainer.fit(batches, steps_per_epoch=steps, shuffle=False, epochs=cfg.epochs,
-                             initial_epoch=head_epochs, validation_data=(prepared.x_val, prepared.y_val),
+                             initial_epoch=head_epochs,
+                             validation_data=_in_order(prepared.x_val, prepared.y_val, batch_size=cfg.batch_size),
                              verbose=0,
                              callbacks=_callbacks(name, "fine-tune", cfg.epochs, steps, emit, stop, started, logdir))
         _merge(history, fitted.history)
@@ -437,7 +455,7 @@ def pretrain_backbone(backbone: str = "mobilenet_v2", epochs: int = 30,
     batches, steps = _batches(images[train_idx], y[train_idx], 64, seed)
     _compile(trainer, 3e-3, steps * epochs, sample=(images, y))
     fitted = trainer.fit(batches, steps_per_epoch=steps, shuffle=False, epochs=epochs, verbose=0,
-                         validation_data=(images[val_idx], y[val_idx]),
+                         validation_data=_in_order(images[val_idx], y[val_idx], batch_size=64),
                          callbacks=_callbacks(f"pretrain_{backbone}_{tag}", "pretrain", epochs, steps, emit,
                                               stop, started, None))
     if stop is not None and stop.is_set():

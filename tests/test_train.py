@@ -97,6 +97,39 @@ def test_the_training_stream_runs_without_tf_data_autotuning():
     assert stream.options().autotune.enabled is False
 
 
+def test_validation_and_the_feature_pass_run_without_autotuning_too(tiny_data, monkeypatch):
+    """Handed arrays, Keras reads them through autotuned streams of its own, and deleting one
+    waited for the autotuner: 4 s after about half the fine-tuned model's feature passes."""
+    import keras
+    import tensorflow as tf
+
+    from cvdemo.train import _in_order
+
+    streams = []
+    fit, predict = keras.Model.fit, keras.Model.predict
+
+    def spy_fit(self, x=None, *args, **kwargs):
+        streams.extend([x, kwargs.get("validation_data")])
+        return fit(self, x, *args, **kwargs)
+
+    def spy_predict(self, x, *args, **kwargs):
+        streams.append(x)
+        return predict(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", spy_fit)
+    monkeypatch.setattr(keras.Model, "predict", spy_predict)
+    prepared = prepare(tiny_data, TrainConfig(profile="digits"))
+    fit_classifier("lenet", prepared, TrainConfig(epochs=1, batch_size=8))
+    fit_finetuned(prepared, TrainConfig(epochs=2, batch_size=8), FinetuneConfig(weights="none", augmented_copies=0))
+    assert len(streams) == 7       # lenet: train, validation; head: features, train, validation; phase 2: two
+    for stream in streams:
+        assert isinstance(stream, tf.data.Dataset) and stream.options().autotune.enabled is False
+
+    x, y = np.arange(10, dtype=np.float32), np.arange(10) % 2
+    assert np.array_equal(np.concatenate([b for b, _ in _in_order(x, y, batch_size=4).as_numpy_iterator()]), x)
+    assert np.array_equal(np.concatenate(list(_in_order(x, batch_size=4).as_numpy_iterator())), x)
+
+
 def test_no_variable_is_created_inside_a_traced_training_step(tiny_data):
     """Every variable exists before fit traces its step, so the step is traced once, not twice.
 
