@@ -151,13 +151,14 @@ def measure_latency(model, input_shape, repeats: int = 7) -> float:
 
 
 def batched(fn, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Call a Keras model on (N, ...) images in batches, inference mode."""
+    """``evaluate.predict_proba`` (any model's outputs, in batches, inference mode), quietly."""
     import warnings
+
+    from .evaluate import predict_proba
 
     with warnings.catch_warnings():   # Keras warns that a bare tensor is not the dict {'image': ...}
         warnings.simplefilter("ignore", UserWarning)
-        return np.concatenate([np.asarray(fn(images[i:i + batch_size], training=False))
-                               for i in range(0, len(images), batch_size)]).astype(np.float32)
+        return predict_proba(fn, images, batch_size)
 
 
 # ----------------------------------------------------------------------------- which images
