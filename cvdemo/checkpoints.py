@@ -7,18 +7,17 @@ in Keras safe mode only. Knows nothing about training or the UI.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import platform
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any
 
 from . import config
-
-READABLE = 0o644                  # what a written file ends up as (mkstemp makes 0600)
+from .fsutil import READABLE, atomic_write_bytes, sha256_file, to_json
 
 
 class CheckpointError(RuntimeError):
@@ -59,41 +58,6 @@ def library_versions() -> dict[str, str]:
     return found
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's content, read in 1 MB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write`` on a temp file in the same folder, fsync, then os.replace: all or nothing.
-
-    The file ends up readable by everyone like any other file of the project (mkstemp makes
-    0600, which an app server running as another user could not read).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, READABLE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """``atomic_write`` of a bytes payload."""
-    atomic_write(path, lambda f: f.write(data))
-
-
 def paths_for(directory: Path, name: str) -> tuple[Path, Path]:
     return Path(directory) / f"{name}.keras", Path(directory) / f"{name}.json"
 
@@ -121,7 +85,7 @@ def save(model, meta: dict, directory: Path, name: str) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    atomic_write_bytes(meta_path, json.dumps(full, indent=2, default=_json_default).encode())
+    atomic_write_bytes(meta_path, to_json(full).encode())
     return model_path
 
 
@@ -142,23 +106,8 @@ def _keep_previous(directory: Path, name: str) -> None:
         try:
             os.link(src, tmp)
         except OSError:
-            import shutil
             shutil.copy2(src, tmp)
         os.replace(tmp, dst)
-
-
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def read_meta(directory: Path, name: str) -> dict:

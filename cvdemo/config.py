@@ -6,7 +6,7 @@ into these dataclasses (with ``dataclasses.replace``).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +42,8 @@ SAMPLE_CLASSES = (0, 1, 2)        # the course task: digits 0, 1, 2
 PRETRAIN_CLASSES = (3, 4, 5, 6, 7, 8, 9)
 SAMPLE_IMAGE_SIZE = 100
 QUERY_RESERVE = 20                # per class, held out from every training set and the database
-STRATEGIES = ("default", "mirrored", "multiworker")   # TrainConfig.strategy; see train.distribution_strategy
+STRATEGIES = ("default", "mirrored", "multiworker")   # TrainConfig.strategy; see fitting.distribution_strategy
+MODEL_ORDER = ("scratch", "finetuned", "lenet")      # how models are listed wherever they are shown
 
 
 @dataclass(frozen=True)
@@ -75,21 +76,38 @@ class FinetuneConfig:
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on what a public user may ask for."""
+    """Bounds on what a public user may ask for, checked the same way by the UI and the CLI."""
 
     max_epochs: int = 50
-    max_upload_mb: int = MAX_UPLOAD_MB
-    max_image_pixels: int = MAX_IMAGE_PIXELS
+    max_k: int = 50
+
+    def epochs(self, value) -> int:
+        """``value`` as a number of epochs; ValueError with the user's message when out of bounds."""
+        return _bounded(value, 1, self.max_epochs, "Epochs")
+
+    def k(self, value) -> int:
+        """``value`` as a number of retrieval results; ValueError with the user's message."""
+        return _bounded(value, 1, self.max_k, "k")
 
 
-@dataclass(frozen=True)
-class Paths:
-    """Folders a run reads and writes; tests point these at tmp_path."""
+def _bounded(value, low: int, high: int, what: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a whole number.") from None
+    if not low <= number <= high:
+        raise ValueError(f"{what} must be between {low} and {high}.")
+    return number
 
-    checkpoints: Path = CHECKPOINT_DIR
-    sample_data: Path = SAMPLE_DATA_DIR
-    database: Path = DATABASE_DIR
-    queries: Path = QUERY_DIR
-    runs: Path = RUNS_DIR
-    cache: Path = CACHE_DIR
-    extra: dict = field(default_factory=dict)
+
+def class_display_name(name: str | None) -> str | None:
+    """How a class is shown and compared: a trailing ``_digits`` dropped (``2_digits`` reads ``2``)."""
+    if name is None:
+        return None
+    text = str(name)
+    return text[:-len("_digits")] if text.endswith("_digits") and len(text) > len("_digits") else text
+
+
+def display_rank(model: str) -> tuple[int, str]:
+    """Sort key that puts models in ``MODEL_ORDER``, unknown ones after, by name."""
+    return (MODEL_ORDER.index(model) if model in MODEL_ORDER else len(MODEL_ORDER), model)

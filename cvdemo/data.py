@@ -6,9 +6,6 @@ nothing about models or training loops.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from . import config
+from .fsutil import staged_folder
 from .images import ImageError, looks_like_digits, preprocess
 
 Progress = Callable[[int, int], None]   # (done, total)
@@ -63,21 +61,6 @@ def mnist_to_paper(pixels: np.ndarray, size: int = config.SAMPLE_IMAGE_SIZE) -> 
     return im.resize((size, size), Image.Resampling.BICUBIC)
 
 
-def _atomic_dir(final: Path) -> Path:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-
-
-def _swap_in(tmp: Path, final: Path) -> None:
-    if final.exists():
-        old = final.with_name(f".{final.name}-old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-
-
 def write_sample_dataset(out: Path = config.SAMPLE_DATA_DIR,
                          classes: Iterable[int] = config.SAMPLE_CLASSES,
                          progress: Progress | None = None) -> Path:
@@ -89,17 +72,13 @@ def write_sample_dataset(out: Path = config.SAMPLE_DATA_DIR,
     pixels, labels = mnist_digits()
     pool = mnist_partition()["pool"]
     chosen = [i for i in pool if labels[i] in set(classes)]
-    tmp = _atomic_dir(Path(out))
-    try:
+    with staged_folder(Path(out)) as tmp:
         for n, i in enumerate(chosen):
             folder = tmp / f"{labels[i]}_digits"
             folder.mkdir(exist_ok=True)
             mnist_to_paper(pixels[i]).save(folder / f"{labels[i]}_{i:04d}.jpg", quality=95)
             if progress:
                 progress(n + 1, len(chosen))
-        _swap_in(tmp, Path(out))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return Path(out)
 
 
@@ -280,6 +259,37 @@ def extract_zip(zip_path: Path, dest: Path, max_bytes: int = config.MAX_ZIP_BYTE
 
 
 # ----------------------------------------------------------------------------- augmentation
+
+
+def example_images(folder: Path, per_class: int = 2, limit: int = 24) -> list[Path]:
+    """A few images for one-click examples: ``per_class`` from each subfolder, then loose files."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    chosen: list[Path] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir() and not entry.name.startswith("."):
+            chosen += [p for p in sorted(entry.iterdir())
+                       if p.suffix.lower() in config.IMAGE_EXTENSIONS][:per_class]
+        elif entry.suffix.lower() in config.IMAGE_EXTENSIONS:
+            chosen.append(entry)
+    return chosen[:limit]
+
+
+def extract_zip_cached(zip_path: Path) -> Path:
+    """``extract_zip`` once per zip content (keyed by its hash) under the system temp dir; the root."""
+    import tempfile
+
+    digest = hashlib.sha256(Path(zip_path).read_bytes()).hexdigest()[:16]
+    final = Path(tempfile.gettempdir()) / "cvdemo-datasets" / digest
+    marker = final / ".root"
+    if not marker.exists():
+        # another request unpacking the same zip at once may win: its copy is the same
+        with staged_folder(final, replace=False) as staging:
+            root = extract_zip(Path(zip_path), staging / "data")
+            (staging / ".root").write_text(str(root.relative_to(staging)))
+    return final / marker.read_text()
+
 
 def make_augmenter(profile: str, seed: int = config.SEED):
     """Keras preprocessing layers for training only. Never flips: a mirrored 2 is not a 2."""

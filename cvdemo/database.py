@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import config
-from .data import Progress, _atomic_dir, _swap_in, mnist_digits, mnist_partition, mnist_to_paper
+from .data import Progress, mnist_digits, mnist_partition, mnist_to_paper
+from .fsutil import staged_folder
 
 DATABASE_PER_CLASS = 100
 QUERIES_PER_CLASS = 3
@@ -51,8 +52,7 @@ def write_database(out: Path = config.DATABASE_DIR, per_class: int = DATABASE_PE
     for digit in range(10):
         candidates = pool[labels[pool] == digit]
         chosen.extend(sorted(rng.choice(candidates, size=min(per_class, len(candidates)), replace=False)))
-    tmp = _atomic_dir(out)
-    try:
+    with staged_folder(out) as tmp:
         for n, i in enumerate(chosen):
             folder = tmp / str(labels[i])
             folder.mkdir(exist_ok=True)
@@ -64,9 +64,6 @@ def write_database(out: Path = config.DATABASE_DIR, per_class: int = DATABASE_PE
         cache = out / ".index"
         if cache.is_dir():
             shutil.copytree(cache, tmp / ".index")
-        _swap_in(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -91,8 +88,7 @@ def write_queries(out: Path = config.QUERY_DIR, per_class: int = QUERIES_PER_CLA
     out = Path(out)
     pixels, labels = mnist_digits()
     reserved = mnist_partition()["query"]
-    tmp = _atomic_dir(out)
-    try:
+    with staged_folder(out) as tmp:
         total = 10 * per_class + len(drawn)
         done = 0
         for digit in range(10):
@@ -109,9 +105,6 @@ def write_queries(out: Path = config.QUERY_DIR, per_class: int = QUERIES_PER_CLA
             done += 1
             if progress:
                 progress(done, total)
-        _swap_in(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -121,54 +114,11 @@ def write_eval_queries(out: Path, progress: Progress | None = None) -> Path:
     out = Path(out)
     pixels, labels = mnist_digits()
     reserved = mnist_partition()["query"]
-    tmp = _atomic_dir(out)
-    try:
+    with staged_folder(out) as tmp:
         for n, i in enumerate(reserved):
             folder = tmp / str(labels[i])
             folder.mkdir(exist_ok=True)
             _save(mnist_to_paper(pixels[i]), folder / f"heldout_{i:04d}.png")
             if progress:
                 progress(n + 1, len(reserved))
-        _swap_in(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-# ----------------------------------------------------------------------------- CLI
-
-def cmd_database(args) -> int:
-    from .console import bar, info, print_json
-
-    written = {}
-    if not args.no_database:
-        with bar(None, "writing images_database", "img") as progress:
-            written["database"] = write_database(Path(args.out), args.per_class, progress.to)
-    if not args.no_queries:
-        with bar(None, "writing query_images", "img") as progress:
-            written["queries"] = write_queries(Path(args.queries), progress=progress.to)
-    if args.eval_queries:
-        with bar(None, "writing held-out eval queries", "img") as progress:
-            written["eval_queries"] = write_eval_queries(Path(args.eval_queries), progress.to)
-    counts = {key: sum(1 for p in folder.rglob("*") if p.is_file() and ".index" not in p.parts)
-              for key, folder in written.items()}
-    if args.json:
-        print_json({key: {"folder": str(folder), "images": counts[key]} for key, folder in written.items()})
-    else:
-        for key, folder in written.items():
-            info(f"wrote {counts[key]} images to {folder}")
-    return 0
-
-
-def add_cli(sub) -> None:
-    """Register ``python -m cvdemo database``."""
-    p = sub.add_parser("database", help="write images_database/ and query_images/ from the bundled MNIST digits")
-    p.add_argument("--out", default=str(config.DATABASE_DIR), help="database folder (default: %(default)s)")
-    p.add_argument("--queries", default=str(config.QUERY_DIR), help="query folder (default: %(default)s)")
-    p.add_argument("--per-class", type=int, default=DATABASE_PER_CLASS)
-    p.add_argument("--eval-queries", default=None, metavar="DIR",
-                   help=f"also write all {config.QUERY_RESERVE} held-out digits per class here")
-    p.add_argument("--no-database", action="store_true", help="do not rewrite the database")
-    p.add_argument("--no-queries", action="store_true", help="do not rewrite query_images/")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_database)

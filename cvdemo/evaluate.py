@@ -4,11 +4,13 @@ Knows about models only as callables on preprocessed image arrays; nothing about
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 Progress = Callable[[int, int], None]
+StageProgress = Callable[[str, int, int], None]     # (what is being done, done, total)
 
 
 def predict_proba(model, images: np.ndarray, batch_size: int = 256,
@@ -52,9 +54,37 @@ def evaluate_model(model, images: np.ndarray, labels: np.ndarray, class_names: l
     return result
 
 
-def compare(results: dict[str, dict]) -> list[dict]:
-    """One row per model for a side-by-side table, best accuracy first."""
-    rows = [{"model": name, "accuracy": r.get("accuracy", r.get("val_accuracy")),
-             "macro_f1": r.get("macro_f1"), "train_seconds": r.get("train_seconds"),
-             "params": r.get("params"), "weights": r.get("weights")} for name, r in results.items()]
-    return sorted(rows, key=lambda row: -(row["accuracy"] or 0))
+def evaluate_folder(checkpoints: dict, folder: Path, skip_other_classes: bool = False,
+                    progress: StageProgress | None = None) -> dict:
+    """Every checkpoint on every image of a class-folder dataset, each input profile preprocessed once.
+
+    Returns ``{"n_images", "classes", "models": {name: metrics}, "skipped"?: [{path, reason}]}``.
+    A checkpoint trained on other classes raises DatasetError, or is left out with
+    ``skip_other_classes``. ``progress(stage, done, total)`` follows preprocessing and evaluation.
+    """
+    from .data import DatasetError, load_arrays, scan_folder
+
+    dataset = scan_folder(Path(folder))
+    document: dict = {"n_images": len(dataset.paths), "classes": dataset.class_names, "models": {}}
+    arrays_by_profile: dict = {}
+    for name, checkpoint in checkpoints.items():
+        if checkpoint.class_names != dataset.class_names:
+            if skip_other_classes:
+                continue
+            raise DatasetError(f"{name} was trained on classes {checkpoint.class_names}, "
+                               f"but {folder} has {dataset.class_names}")
+        key = (checkpoint.profile, tuple(checkpoint.input_shape))
+        if key not in arrays_by_profile:
+            stage = f"preprocessing ({checkpoint.profile})"
+            arrays_by_profile[key] = load_arrays(
+                dataset, checkpoint.profile, (lambda d, t, s=stage: progress(s, d, t)) if progress else None)
+        arrays = arrays_by_profile[key]
+        stage = f"evaluating {name}"
+        scores = evaluate_model(checkpoint.model, arrays.images, arrays.labels, arrays.class_names,
+                                (lambda d, t, s=stage: progress(s, d, t)) if progress else None)
+        scores.pop("probabilities")
+        document["n_images"] = int(len(arrays.labels))
+        document["models"][name] = scores
+        if arrays.skipped:
+            document["skipped"] = [{"path": p, "reason": r} for p, r in arrays.skipped]
+    return document

@@ -8,6 +8,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from .backbones import BACKBONES
+
 
 class _RandomPerImage(keras.layers.Layer):
     """Shared shape of the training-only augmentations: a rate, a seed and their generator."""
@@ -51,8 +53,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     Keras 3 builds batch norm from separate ops (moments, then the normalisation), each a pass
     over the activations, and as many again in the gradient. Keras 2 ran TensorFlow's
-    ``FusedBatchNormV3``, one kernel each way. On a 2-core CPU the scratch CNN's training step
-    is about a quarter faster with it. Same weights, config and results as the Keras layer, so
+    ``FusedBatchNormV3``, one kernel each way, which makes the scratch CNN's training step
+    markedly faster on a CPU (docs/decisions.md). Same weights, config and results as the Keras layer, so
     weights move between the two. Anything the fused kernel does not cover falls back to the
     Keras code: masks, renorm, a channel axis other than the last, inputs that are not 4-D
     float32 images.
@@ -92,8 +94,6 @@ class BackbonePreprocess(keras.layers.Layer):
         self.backbone = backbone
 
     def call(self, images):
-        from .models import BACKBONES
-
         if images.shape[-1] == 1:
             images = ops.concatenate([images, images, images], axis=-1)
         return BACKBONES[self.backbone].preprocess_input(images * 255.0)

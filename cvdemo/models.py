@@ -6,129 +6,15 @@ training loops, files on disk beyond weight files, or the UI.
 """
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import keras
+import numpy as np
 
 from . import config
+from .backbones import BACKBONES, build_backbone
 from .layers import BackbonePreprocess, FusedBatchNormalization
-
-
-class WeightsUnavailable(RuntimeError):
-    """Pretrained weights cannot be had (offline, missing file). ``str(err)`` says what to do."""
-
-
-# ----------------------------------------------------------------------------- backbones
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """A pretrained network usable as a feature extractor."""
-
-    name: str
-    input_size: int                       # square input side the backbone runs at
-    application: str                      # keras.applications attribute
-    module: str                           # keras.applications submodule with preprocess_input
-    imagenet_file: str                    # file name Keras caches under $KERAS_HOME/models
-    fine_tune_from: str                   # first layer unfrozen in phase 2
-    kwargs: tuple = ()
-
-    def preprocess_input(self, x):
-        return getattr(keras.applications, self.module).preprocess_input(x)
-
-    def build(self, weights: str | None, input_shape: tuple[int, int, int] | None = None) -> keras.Model:
-        """The backbone without its top, global-average pooled. ``weights``: None, 'imagenet' or a file."""
-        shape = input_shape or (self.input_size, self.input_size, 3)
-        make = getattr(keras.applications, self.application)
-        return make(include_top=False, weights=weights, input_shape=shape, pooling="avg", **dict(self.kwargs))
-
-
-BACKBONES: dict[str, BackboneSpec] = {
-    "mobilenet_v2": BackboneSpec(
-        "mobilenet_v2", 96, "MobileNetV2", "mobilenet_v2",
-        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5",
-        fine_tune_from="block_3_expand", kwargs=(("alpha", 0.35),)),
-    "vgg16": BackboneSpec(
-        "vgg16", 64, "VGG16", "vgg16", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        fine_tune_from="block5_conv1"),
-    "resnet50": BackboneSpec(
-        "resnet50", 64, "ResNet50", "resnet50", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        fine_tune_from="conv5_block3_1_conv"),
-}
-
-
-# The project's own offline weight sources, made by ``python -m cvdemo pretrain``:
-# "digits" saw MNIST 3-9 only, so fine-tuning on 0/1/2 from it leaks nothing into validation;
-# "digits_all" saw the whole pool of 0-9 (never the held-out queries) and serves retrieval only.
-OWN_WEIGHTS = {"digits": config.PRETRAIN_CLASSES, "digits_all": tuple(range(10))}
-
-
-def digits_weights_path(backbone: str, checkpoints: Path = config.CHECKPOINT_DIR, tag: str = "digits") -> Path:
-    """Where ``python -m cvdemo pretrain`` writes the project's own offline backbone weights."""
-    return Path(checkpoints) / f"backbone_{backbone}_{tag}.weights.h5"
-
-
-def pretrained_cnn_name(model: str = "scratch", tag: str = "digits_all") -> str:
-    """Checkpoint name of a registry CNN pretrained by ``python -m cvdemo pretrain --backbone scratch``."""
-    return f"pretrained_{model}_{tag}"
-
-
-def describe_weights(source: str) -> str:
-    """A short human label for a weight source, shown wherever a model is shown."""
-    if source == "imagenet":
-        return "ImageNet (Keras download)"
-    if source == "digits":
-        return "digits 3-9 (cvdemo pretrain, offline)"
-    if source == "digits_all":
-        return "digits 0-9 (cvdemo pretrain, offline; retrieval only)"
-    if source in ("none", "", None):
-        return "random init (not pretrained)"
-    return f"local file {Path(source).name}"
-
-
-def build_backbone(name: str, weights: str = "digits",
-                   checkpoints: Path = config.CHECKPOINT_DIR) -> keras.Model:
-    """Build a registered backbone with weights from 'imagenet', 'digits', 'none' or a file path.
-
-    Raises WeightsUnavailable with a message naming the file, where to put it and the offline
-    alternative when the weights cannot be had.
-    """
-    if name not in BACKBONES:
-        raise KeyError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
-    spec = BACKBONES[name]
-    if weights in ("none", None, ""):
-        return spec.build(None)
-    if weights == "imagenet":
-        cached = config.KERAS_HOME / "models" / spec.imagenet_file
-        if not cached.exists() and os.environ.get("HF_HUB_OFFLINE") == "1" and os.environ.get("CVDEMO_OFFLINE") == "1":
-            raise WeightsUnavailable(_offline_message(spec, cached))
-        try:
-            return spec.build("imagenet")
-        except Exception as err:  # Keras raises bare Exception("URL fetch failure ...")
-            if cached.exists():
-                raise
-            raise WeightsUnavailable(_offline_message(spec, cached, err)) from None
-    path = digits_weights_path(name, checkpoints, weights) if weights in OWN_WEIGHTS else Path(weights)
-    if not path.is_file():
-        if weights in OWN_WEIGHTS:
-            raise WeightsUnavailable(
-                f"The offline '{name}' {weights} backbone {path.name} is missing from {path.parent}. "
-                f"Create it with: python -m cvdemo pretrain --backbone {name} --weights {weights}")
-        raise WeightsUnavailable(f"Weights file {path} does not exist.")
-    try:
-        return spec.build(str(path))
-    except Exception as err:
-        raise WeightsUnavailable(f"Weights file {path.name} does not fit the {name} backbone: {err}") from None
-
-
-def _offline_message(spec: BackboneSpec, cached: Path, err: Exception | None = None) -> str:
-    why = "there is no network" if err is None or "URL fetch failure" in str(err) else str(err)
-    return (f"ImageNet weights for {spec.name} could not be downloaded ({why}). Put the file "
-            f"{spec.imagenet_file} in {cached.parent} (or set KERAS_HOME), pass a local file with "
-            f"--weights PATH, or use the offline backbone: --weights digits.")
-
 
 # ----------------------------------------------------------------------------- classifiers
 
@@ -141,11 +27,10 @@ def _head(x, n_classes: int, width: int, dropout: float, name: str):
 def build_scratch(input_shape: tuple[int, int, int], n_classes: int) -> keras.Model:
     """The from-scratch CNN: a 5x5 conv at full size, two 3x3 at half, one at a quarter, a 128-wide embedding.
 
-    Batch norm after every conv, by the fused kernel (``layers.FusedBatchNormalization``). Sized
-    to train 10 epochs of the sample set in under 20 s on 2 CPU cores: 15M multiply-adds per
-    image where two 3x3 convs at full size made 22M, and still 98% or more on each robustness
-    set over six seeds. The pair of convs at half size is what typed fonts need: with one conv
-    per block, fonts fell to 80-91%.
+    Batch norm after every conv, by the fused kernel (``layers.FusedBatchNormalization``). The
+    single 5x5 conv at full size keeps 10 epochs of the sample set inside the training-time
+    budget on 2 CPU cores; the pair of convs at half size is what typed fonts need. The measured
+    trade-offs are in docs/decisions.md ("The scratch CNN").
     """
     inputs = keras.Input(input_shape, name="image")
     x = inputs
@@ -235,3 +120,20 @@ def split_finetuned(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     x = model.layers[-2](x)
     head = keras.Model(head_in, model.get_layer("probabilities")(x), name="head")
     return features, head
+
+
+def compiled_inference(model: keras.Model, input_shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
+    """``model(x, training=False)`` traced once for any batch size, warmed up and safe from threads.
+
+    Eager calls pay Python overhead per layer and ``predict`` retraces under concurrent callers;
+    tracing here, before any request, means no tracing ever happens under load.
+    """
+    import tensorflow as tf
+
+    fn = tf.function(lambda x: model(x, training=False),
+                     input_signature=[tf.TensorSpec((None, *input_shape), tf.float32)])
+    fn(np.zeros((1, *input_shape), np.float32))
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        return fn(np.asarray(batch, np.float32)).numpy()
+    return infer

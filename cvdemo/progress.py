@@ -1,7 +1,7 @@
 """Follow a training run: fold its event dicts into a log, curves, a progress fraction and a summary.
 
 Knows the event shapes of :mod:`cvdemo.train` and :mod:`cvdemo.service`, nothing about Keras or
-any UI; the figures are plain matplotlib ``Figure`` objects (no pyplot, safe in threads).
+any UI.
 """
 from __future__ import annotations
 
@@ -139,21 +139,3 @@ class RunProgress:
     def _on_error(self, e: dict) -> None:
         self.error = e["message"]
         self.lines.append(f"error: {e['message']}")
-
-
-def confusion_figure(matrices: dict[str, list[list[int]]], class_names: list[str]):
-    """One confusion-matrix panel per model, side by side (rows: true class, columns: predicted)."""
-    import numpy as np
-    from matplotlib.figure import Figure
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    n = max(1, len(matrices))
-    side = 2.2 + 0.35 * len(class_names)
-    fig = Figure(figsize=(side * n + 0.5, side + 0.3), layout="constrained")
-    axes = fig.subplots(1, n, squeeze=False)[0]
-    for ax, (name, matrix) in zip(axes, matrices.items()):
-        display = ConfusionMatrixDisplay(np.asarray(matrix), display_labels=class_names)
-        display.plot(ax=ax, colorbar=False, cmap="Blues", values_format="d")
-        ax.set_title(name)
-        ax.tick_params(axis="x", labelrotation=45)
-    return fig
