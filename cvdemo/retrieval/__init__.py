@@ -1,0 +1,16 @@
+"""Image retrieval: extractors by name, exact (numpy) or FAISS search, an incremental on-disk
+index, the searchable library with its additions, and precision@k / mAP metrics.
+
+The modules, bottom up: ``extractors`` and ``search`` know nothing of each other; ``index`` joins
+them over a folder; ``library`` and ``metrics`` read the index. Never imports Gradio.
+"""
+from .extractors import EXTRACTORS, PREFERENCE, Extractor, build_extractor, default_extractor
+from .index import Entry, FeatureIndex, Snapshot, UpdateReport, scan_database
+from .library import AddReport, Agreement, RetrievalAnswer, add_files, agreement, class_key, same_class, thumbnail
+from .metrics import evaluate, labelled_queries
+from .search import METRICS, FaissSearch, Hit, faiss_available, pairwise_distances, top_k
+
+__all__ = ["EXTRACTORS", "PREFERENCE", "Extractor", "build_extractor", "default_extractor", "Entry",
+           "FeatureIndex", "Snapshot", "UpdateReport", "scan_database", "AddReport", "Agreement",
+           "RetrievalAnswer", "add_files", "agreement", "class_key", "same_class", "thumbnail", "evaluate",
+           "labelled_queries", "METRICS", "FaissSearch", "Hit", "faiss_available", "pairwise_distances", "top_k"]
