@@ -111,7 +111,7 @@ def _percentile(values: list[float], q: float) -> float | None:
 def run(url: str, clients: int = 20, seconds: float = 30.0, k: int = 4, train: bool = False,
         train_zip: Path | None = None, train_epochs: int = 3, log=print) -> dict:
     """Run the load test and return the figures (see the module docstring)."""
-    from gradio_client import Client, handle_file
+    from gradio_client import Client
 
     url = loopback_url(url)
     work = Path(tempfile.mkdtemp(prefix="cvdemo-loadtest-"))
@@ -123,15 +123,42 @@ def run(url: str, clients: int = 20, seconds: float = 30.0, k: int = 4, train: b
                  for path, _ in images}
     wrong_class = [p.name for p, digit in images
                    if not all(a["label"].split("_")[0] == str(digit) for a in reference[p][0].values())]
+    job, _trainer = _start_training(url, train_zip, train_epochs, log) if train else (None, None)
+    tally, wall = _load(url, clients, seconds, k, images, reference, log)
+    every = tally.latencies["classify"] + tally.latencies["retrieve"]
+    figures = {
+        "url": url, "clients": clients, "seconds": round(wall, 1),
+        "requests": len(every) + len(tally.errors), "served": len(every),
+        "errors": len(tally.errors), "mismatches": len(tally.mismatches),
+        "throughput_per_s": round(len(every) / wall, 2) if wall else None,
+        "latency_s": {name: {"n": len(values),
+                             "p50": _round(_percentile(values, 50)), "p95": _round(_percentile(values, 95)),
+                             "max": _round(max(values) if values else None)}
+                      for name, values in (("all", every), *tally.latencies.items())},
+        "reference_wrong_class": wrong_class,
+        "training": _training_outcome(job),
+        "error_samples": tally.errors[:5], "mismatch_samples": tally.mismatches[:5],
+    }
+    return figures
 
-    job, trainer = None, None
-    if train:
-        trainer = Client(url, verbose=False)
-        source = ZIP_SOURCE if train_zip else SAMPLE_SOURCE
-        job = trainer.submit(source, handle_file(str(train_zip)) if train_zip else None, ["scratch"],
-                             "mobilenet_v2", "none", train_epochs, api_name="/train")
-        time.sleep(1.0)        # let it take the training lock before the load starts
-        log("training started through /train")
+
+def _start_training(url: str, train_zip: Path | None, epochs: int, log) -> tuple:
+    """A /train job of the scratch CNN, holding the training lock while the load runs."""
+    from gradio_client import Client, handle_file
+
+    trainer = Client(url, verbose=False)
+    source = ZIP_SOURCE if train_zip else SAMPLE_SOURCE
+    job = trainer.submit(source, handle_file(str(train_zip)) if train_zip else None, ["scratch"],
+                         "mobilenet_v2", "none", epochs, api_name="/train")
+    time.sleep(1.0)        # let it take the training lock before the load starts
+    log("training started through /train")
+    return job, trainer          # the client stays alive as long as its job runs
+
+
+def _load(url: str, clients: int, seconds: float, k: int, images, reference: dict, log) -> tuple[Tally, float]:
+    """``clients`` sessions alternating /classify and /retrieve for ``seconds``, each answer
+    checked against the reference; the tally and the wall time."""
+    from gradio_client import Client
 
     tally = Tally()
     sessions = [Client(url, verbose=False) for _ in range(clients)]
@@ -171,32 +198,22 @@ def run(url: str, clients: int = 20, seconds: float = 30.0, k: int = 4, train: b
         thread.join(seconds + 120)
     wall = time.monotonic() - began
 
-    training = None
-    if job is not None:
-        status = job.status()
-        training = {"running_at_end": not job.done(), "status": str(getattr(status, "code", status))}
-        if job.done():
-            try:
-                job.result(timeout=1)
-                training["outcome"] = "finished"
-            except Exception as err:  # noqa: BLE001
-                training["outcome"] = f"{type(err).__name__}: {err}"[:200]
+    return tally, wall
 
-    every = tally.latencies["classify"] + tally.latencies["retrieve"]
-    figures = {
-        "url": url, "clients": clients, "seconds": round(wall, 1),
-        "requests": len(every) + len(tally.errors), "served": len(every),
-        "errors": len(tally.errors), "mismatches": len(tally.mismatches),
-        "throughput_per_s": round(len(every) / wall, 2) if wall else None,
-        "latency_s": {name: {"n": len(values),
-                             "p50": _round(_percentile(values, 50)), "p95": _round(_percentile(values, 95)),
-                             "max": _round(max(values) if values else None)}
-                      for name, values in (("all", every), *tally.latencies.items())},
-        "reference_wrong_class": wrong_class,
-        "training": training,
-        "error_samples": tally.errors[:5], "mismatch_samples": tally.mismatches[:5],
-    }
-    return figures
+
+def _training_outcome(job) -> dict | None:
+    """Whether the training that ran under the load was still running, and how it ended."""
+    if job is None:
+        return None
+    status = job.status()
+    training = {"running_at_end": not job.done(), "status": str(getattr(status, "code", status))}
+    if job.done():
+        try:
+            job.result(timeout=1)
+            training["outcome"] = "finished"
+        except Exception as err:  # noqa: BLE001
+            training["outcome"] = f"{type(err).__name__}: {err}"[:200]
+    return training
 
 
 def _round(value: float | None) -> float | None:

@@ -4,10 +4,11 @@ Knows nothing about models; every command module uses these so all commands beha
 """
 from __future__ import annotations
 
-import json
 import sys
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+from ..fsutil import to_json
 
 
 class CliError(Exception):
@@ -20,21 +21,8 @@ class CliError(Exception):
 
 def print_json(document: Any) -> None:
     """The only thing a ``--json`` command writes to stdout."""
-    sys.stdout.write(json.dumps(document, indent=2, default=_default) + "\n")
+    sys.stdout.write(to_json(document) + "\n")
     sys.stdout.flush()
-
-
-def _default(value):
-    import numpy as np
-    from pathlib import Path
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(type(value).__name__)
 
 
 def info(message: str) -> None:
@@ -55,3 +43,18 @@ def bar(total: int | None, desc: str, unit: str = "it") -> Iterator[Any]:
             progress.update(max(0, done - progress.n))
         progress.to = to
         yield progress
+
+
+@contextmanager
+def stage_bar(unit: str = "img") -> Iterator[Callable[[str, int, int], None]]:
+    """One bar for work in stages: ``progress(stage, done, total)`` restarts it when the stage changes."""
+    with bar(None, "starting", unit) as progress:
+        current = [None]
+
+        def follow(stage: str, done: int, total: int) -> None:
+            if stage != current[0]:
+                current[0] = stage
+                progress.reset(total=total)
+                progress.set_description(stage)
+            progress.to(done, total)
+        yield follow

@@ -1,0 +1,190 @@
+"""The benchmark document as Markdown (the tables of BENCHMARKS.md)."""
+from __future__ import annotations
+
+from cvdemo.config import class_display_name
+
+from .options import MODELS
+from .retrieval import SYNTHETIC_CLUSTER
+
+
+def _fmt(value, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _spread(entry: dict | None, key_lo="min", key_hi="max", digits=1) -> str:
+    if not entry or entry.get(key_lo) is None:
+        return ""
+    return f"{_fmt(entry[key_lo], digits)}–{_fmt(entry[key_hi], digits)}"
+
+
+def _status(document: dict, name: str) -> str:
+    for row in document.get("targets", []):
+        if row["name"] == name:
+            mark = {"pass": "✅ pass", "miss": "❌ miss"}.get(row["status"], row["status"])
+            return f"{row['target']} {mark}"
+    return ""
+
+
+def markdown(document: dict) -> str:
+    """The benchmark as Markdown: the machine, then one table of figures with targets."""
+    lines = _header(document) + ["| Figure | Median | Min–max | Target |", "|---|---:|---:|---|"]
+    lines += _training_rows(document) + _robustness_rows(document) + _classify_rows(document)
+    lines += _retrieval_rows(document) + _scaling_rows(document)
+    if document.get("errors"):
+        lines += ["", "## Sections that failed", ""]
+        lines += [f"- {section}: {message}" for section, message in document["errors"].items()]
+    misses = [row["name"] for row in document.get("targets", []) if row["status"] == "miss"]
+    lines += ["", f"Targets: {sum(row['status'] == 'pass' for row in document.get('targets', []))} pass, "
+              f"{len(misses)} miss" + (f" ({', '.join(misses)})" if misses else "") + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _header(document: dict) -> list[str]:
+    """Where and how the figures were measured."""
+    m = document["machine"]
+    v = m.get("versions", {})
+    lines = ["# cvdemo benchmark", "",
+             f"Measured {m['date']} with `python -m cvdemo bench{' --quick' if document.get('quick') else ''}`"
+             f" on {m['cpu']}, {m['usable_cores']} usable cores of {m['cores']}, {m['ram_gb']} GB RAM, "
+             f"{m['platform']}; Python {v.get('python')}, TensorFlow {v.get('tensorflow-cpu') or v.get('tensorflow')}, "
+             f"Keras {v.get('keras')}, Gradio {v.get('gradio')}, FAISS {v.get('faiss-cpu', 'not installed')}. "
+             f"Load average {m.get('load_average')} at the start, {m.get('load_average_end')} at the end "
+             "(a load above the core count means other work shared the CPU and the timings are pessimistic). "
+             f"Models from `{document['options']['checkpoints']}`.", ""]
+    if document.get("quick"):
+        lines += ["**Quick run** (`--quick`): fewer repeats, "
+                  f"{document['options']['epochs']} epochs on at most "
+                  f"{document['options']['max_images_per_class']} images per class, small synthetic databases. "
+                  "Training figures are not comparable with the 10-epoch targets.", ""]
+    return lines
+
+
+def _training_rows(document: dict) -> list[str]:
+    """Training time and validation accuracy per model."""
+    lines: list[str] = []
+    train = document.get("train", {})
+    data = train.get("_data", {})
+    for name in MODELS:
+        entry = train.get(name)
+        if not entry:
+            continue
+        if "error" in entry:
+            lines.append(f"| Train {name} | error: {entry['error']} | | |")
+            continue
+        title = {"lenet": "LeNet", "scratch": "scratch", "finetuned": "fine-tuned"}[name]
+        lines.append(f"| Train {title}, {entry['epochs']} epochs ({data.get('n_train')} train images), s "
+                     f"| {_fmt(entry['seconds'])} | {_fmt(entry['min_s'])}–{_fmt(entry['max_s'])} "
+                     f"| {_status(document, f'{title}: 10 epochs')} |")
+        lines.append(f"| {title} validation accuracy ({data.get('n_val')} images) | {entry['val_accuracy']:.2%} "
+                     f"| ≥ {entry['val_accuracy_min']:.2%} | {_status(document, f'{title}: val accuracy')} "
+                     f"{_status(document, f'{title} beats LeNet')} |")
+    return lines
+
+
+def _robustness_rows(document: dict) -> list[str]:
+    """The shipped models' accuracy on the out-of-distribution sets."""
+    lines: list[str] = []
+    for set_name, scores in document.get("robustness", {}).items():
+        for model in ("scratch", "finetuned", "lenet"):
+            if model in scores:
+                lines.append(f"| Shipped {model} on unseen {set_name} ({scores['n']} images) | {scores[model]:.2%} | "
+                             f"| {_status(document, f'shipped {model} on {set_name}')} |")
+    return lines
+
+
+def _classify_rows(document: dict) -> list[str]:
+    """Classification latency in process, over HTTP and under concurrent clients; cold start, memory."""
+    lines: list[str] = []
+    c = document.get("classify_ms", {})
+    if "in_process" in c:
+        e = c["in_process"]
+        lines.append(f"| Classify one sketch in process ({' + '.join(e['models'])}), p50 / p95 ms | "
+                     f"{_fmt(e['p50'])} / {_fmt(e['p95'])} | {_spread(e)} | "
+                     f"{_status(document, 'classify in process p50')} |")
+    if "http" in c:
+        e = c["http"]
+        lines.append(f"| Classify over HTTP (gradio_client, /classify), p50 / p95 ms | "
+                     f"{_fmt(e['p50'])} / {_fmt(e['p95'])} | {_spread(e)} | "
+                     f"{_status(document, 'classify over HTTP p50')} |")
+    if "concurrent8" in c:
+        e = c["concurrent8"]
+        lines.append(f"| {e['clients']} concurrent clients, p50 / p95 ms, errors, throughput | "
+                     f"{_fmt(e['p50'])} / {_fmt(e['p95'])}, {e['errors']} errors, {_fmt(e['throughput_rps'])} req/s "
+                     f"| {_spread(e)} | {_status(document, '8 concurrent clients p95')} "
+                     f"{_status(document, '8 concurrent clients errors')} |")
+    if document.get("cold_start"):
+        e = document["cold_start"]
+        lines.append(f"| Cold start `python app.py` → first /classify answer, s | {_fmt(e['p50'])} | "
+                     f"{_spread(e)} | {_status(document, 'cold start')} |")
+    if document.get("rss_mb") is not None:
+        lines.append(f"| App peak memory (VmHWM), MB | {_fmt(document['rss_mb'], 0)} | | "
+                     f"{_status(document, 'app peak memory')} |")
+    return lines
+
+
+def _retrieval_rows(document: dict) -> list[str]:
+    """Indexing, query time, the naive way and precision@4."""
+    lines: list[str] = []
+    r = document.get("retrieval", {})
+    if not r:
+        return lines
+    q = r["query_ms"]
+    lines.append(f"| Indexing the shipped database ({r['database_size']} images, {r['extractor']}), img/s | "
+                 f"{_fmt(r['index_images_per_s'])} | {_fmt(r['index_images_per_s_min'])}–"
+                 f"{_fmt(r['index_images_per_s_max'])} | {_status(document, 'indexing rate')} |")
+    lines.append(f"| Re-index with nothing changed, s | {_fmt(r['reindex_unchanged_s'], 3)} | | "
+                 f"{_status(document, 're-index, nothing changed')} |")
+    s = q["shipped"]
+    lines.append(f"| Retrieval query, shipped DB, end to end, p50 / p95 ms | {_fmt(s['p50'], 2)} / "
+                 f"{_fmt(s['p95'], 2)} | {_spread(s, digits=2)} | "
+                 f"{_status(document, 'retrieval query p50 (shipped DB)')} |")
+    s = q["shipped_search_only"]
+    lines.append(f"| … of which the search, p50 ms | {_fmt(s['p50'], 3)} | {_spread(s, digits=3)} | |")
+    n = r["naive_query_ms"]
+    lines.append(f"| Naive query (re-extract the whole DB), ms; speed-up | {_fmt(n['p50'], 0)}; "
+                 f"{_fmt(r['naive_ratio'])}× | {_spread(n, digits=0)} | {_status(document, 'retrieval vs naive')} |")
+    if r.get("precision_at_4"):
+        p = r["precision_at_4"]
+        lines.append(f"| Retrieval precision@4 ({p['n_queries']} held-out queries), overall / worst class | "
+                     f"{p['overall']:.3f} / {p['min_class']:.3f} | | "
+                     f"{_status(document, 'retrieval precision@4 (worst class)')} |")
+        if p.get("query_images"):
+            shipped = p["query_images"]
+            lines.append(f"| … on the shipped query_images/ ({shipped['n_queries']} queries, drawn ones "
+                         f"included), overall / worst class | {shipped['overall']:.3f} / "
+                         f"{shipped['min_class']:.3f} | | |")
+        for name, what in (("writers", "other writers (UCI scans)"), ("fonts", "typed fonts")):
+            if p.get(name):
+                other = p[name]
+                lines.append(f"| … queries from {what}, {other['n_queries']}, overall / worst class | "
+                             f"{other['overall']:.3f} / {other['min_class']:.3f} "
+                             f"({class_display_name(other['worst_class'])}) | | |")
+    return lines
+
+
+def _scaling_rows(document: dict) -> list[str]:
+    """The synthetic-database scaling table of retrieval search."""
+    r = document.get("retrieval", {})
+    if not r:
+        return []
+    q = r["query_ms"]
+    lines: list[str] = []
+    lines += ["", "## Retrieval scaling (search only, one query, k = 4, "
+              f"{r['dim']}-d vectors; synthetic databases: Gaussian clusters of {SYNTHETIC_CLUSTER})", "",
+              "| Database | Backend | p50 ms | p95 ms | Build s | Recall@4 |", "|---:|---|---:|---:|---:|---:|"]
+    rows = [(v2["vectors"], v2.get("backend", "numpy exact") if k != "shipped_search_only"
+             else "numpy exact (shipped)", v2) for k, v2 in q.items() if k != "shipped" and "vectors" in v2]
+    for vectors, backend, e in sorted(rows, key=lambda row: (row[1], row[0])):
+        lines.append(f"| {vectors:,} | {backend} | {_fmt(e['p50'], 3)} | {_fmt(e['p95'], 3)} | "
+                     f"{_fmt(e.get('build_s'))} | {_fmt(e.get('recall_at_4'), 3)} |")
+    for k, e in q.items():
+        if "skipped" in e:
+            lines.append(f"| {k} | skipped: {e['skipped']} | | | | |")
+    return lines
+
+
+# ----------------------------------------------------------------------------- CLI

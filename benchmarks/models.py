@@ -1,0 +1,101 @@
+"""Benchmark sections on the models: training time and accuracy, robustness of the shipped
+checkpoints on out-of-distribution sets, and in-process classification latency."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cvdemo import config
+
+from .options import MODELS, BenchError, BenchOptions, Tick, _timed, summarize
+
+
+def bench_train(opts: BenchOptions, tick: Tick) -> dict:
+    """Wall time of ``fit_*`` (build, epochs, validation) and val accuracy of each model."""
+    import keras
+
+    from cvdemo.config import FinetuneConfig, TrainConfig
+    from cvdemo.data import ensure_sample_dataset
+    from cvdemo.train import fit_classifier, fit_finetuned, prepare
+
+    data = Path(opts.data)
+    if data.resolve() == config.SAMPLE_DATA_DIR.resolve():
+        ensure_sample_dataset(data)
+    cfg = TrainConfig(epochs=opts.epochs, max_images_per_class=opts.max_images_per_class)
+    started = time.perf_counter()
+    prepared = prepare(data, cfg)
+    result: dict = {"_data": {"prepare_s": round(time.perf_counter() - started, 2),
+                              "n_train": int(len(prepared.train_idx)), "n_val": int(len(prepared.val_idx)),
+                              "epochs": opts.epochs, "repeats": opts.train_repeats}}
+    for name in MODELS:
+        walls, fits, accs = [], [], []
+        try:
+            for _ in range(opts.train_repeats):
+                keras.backend.clear_session()
+                t0 = time.perf_counter()
+                if name == "finetuned":
+                    trained = fit_finetuned(prepared, cfg, FinetuneConfig(), checkpoints=Path(opts.checkpoints))
+                else:
+                    trained = fit_classifier(name, prepared, cfg)
+                walls.append(time.perf_counter() - t0)
+                fits.append(trained.meta["train_seconds"])
+                accs.append(trained.meta["val_accuracy"])
+                del trained
+                tick(f"training {name}")
+        except Exception as err:          # e.g. no digits backbone: report it, measure the rest
+            result[name] = {"error": f"{type(err).__name__}: {err}"}
+            continue
+        stats = summarize(walls, scale=1.0, digits=2)
+        result[name] = {"seconds": stats["p50"], "min_s": stats["min"], "max_s": stats["max"],
+                        "fit_seconds": round(float(np.median(fits)), 2),
+                        "val_accuracy": round(float(np.median(accs)), 5),
+                        "val_accuracy_min": round(float(min(accs)), 5), "epochs": opts.epochs}
+    return result
+
+
+def bench_robustness(checkpoints: Path, workdir: Path) -> dict:
+    """Accuracy of the shipped checkpoints on the out-of-distribution sets of ``cvdemo.testsets``."""
+    from cvdemo import checkpoints as ckpt
+    from cvdemo.evaluate import evaluate_folder
+    from cvdemo.testsets import write_testsets
+
+    loaded = ckpt.load_all(Path(checkpoints))
+    if not loaded:
+        raise BenchError(f"no checkpoints in {checkpoints}")
+    result = {}
+    for set_name, folder in write_testsets(workdir / "testsets").items():
+        document = evaluate_folder(loaded, folder, skip_other_classes=True)
+        result[set_name] = {"n": document["n_images"], **{name: round(scores["accuracy"], 5)
+                                                          for name, scores in document["models"].items()}}
+    return result
+
+
+def write_sketch(path: Path, digit: int = 2, seed: int = config.SEED) -> Path:
+    """One digit drawn like a sketchpad user (RGBA canvas, transparent background) as a PNG."""
+    from cvdemo.testsets import draw_canvas
+
+    image = draw_canvas(digit, np.random.default_rng(seed), canvas=280, brush=18, scale=200)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def bench_classify(checkpoints: Path, image: Path, repeats: int, workdir: Path) -> dict:
+    """``Service.classify`` on one file: decode -> preprocess -> every model of the shipped set."""
+    from cvdemo.service import Service
+
+    service = Service(checkpoints=Path(checkpoints), runs=workdir / "runs", warm=True)
+    first = service.classify(str(image))            # warm (models are traced at load already)
+    per_model: dict[str, list[float]] = {name: [] for name in first.models}
+
+    def once():
+        answer = service.classify(str(image))
+        for name, model_answer in answer.models.items():
+            per_model[name].append(model_answer.ms / 1000)
+
+    summary = summarize(_timed(once, repeats))
+    summary["models"] = list(first.models)
+    summary["per_model_p50"] = {name: summarize(v)["p50"] for name, v in per_model.items()}
+    return summary

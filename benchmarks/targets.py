@@ -1,0 +1,70 @@
+"""The project's benchmark targets and the pass / miss check of a result document against them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    path: tuple            # keys into the result document
+    op: str                # "<=", ">=", "<", "==", ">"
+    limit: float
+    unit: str = ""
+    full_only: bool = False   # a 10-epoch training figure: not comparable under --quick
+    against: tuple | None = None   # compare to another figure of the document instead of ``limit``
+
+
+TARGETS = (
+    Target("scratch: 10 epochs", ("train", "scratch", "seconds"), "<=", 20, "s", full_only=True),
+    Target("scratch: val accuracy", ("train", "scratch", "val_accuracy"), ">=", 0.995, full_only=True),
+    Target("scratch beats LeNet", ("train", "scratch", "val_accuracy"), ">", 0,
+           full_only=True, against=("train", "lenet", "val_accuracy")),
+    Target("fine-tuned: 10 epochs", ("train", "finetuned", "seconds"), "<=", 60, "s", full_only=True),
+    Target("fine-tuned: val accuracy", ("train", "finetuned", "val_accuracy"), ">=", 0.995, full_only=True),
+    Target("fine-tuned beats LeNet", ("train", "finetuned", "val_accuracy"), ">", 0,
+           full_only=True, against=("train", "lenet", "val_accuracy")),
+    *(Target(f"shipped {model} on {name}", ("robustness", name, model), ">=", 0.97)
+      for name in ("writers", "fonts", "canvas") for model in ("scratch", "finetuned")),
+    Target("classify in process p50", ("classify_ms", "in_process", "p50"), "<=", 20, "ms"),
+    Target("classify over HTTP p50", ("classify_ms", "http", "p50"), "<=", 150, "ms"),
+    Target("8 concurrent clients p95", ("classify_ms", "concurrent8", "p95"), "<=", 1000, "ms"),
+    Target("8 concurrent clients errors", ("classify_ms", "concurrent8", "errors"), "==", 0),
+    Target("retrieval query p50 (shipped DB)", ("retrieval", "query_ms", "shipped", "p50"), "<=", 10, "ms"),
+    Target("retrieval vs naive", ("retrieval", "naive_ratio"), ">=", 100, "x"),
+    Target("indexing rate", ("retrieval", "index_images_per_s"), ">=", 200, "img/s"),
+    Target("re-index, nothing changed", ("retrieval", "reindex_unchanged_s"), "<", 1, "s"),
+    Target("retrieval precision@4 (worst class)", ("retrieval", "precision_at_4", "min_class"), ">=", 0.95),
+    Target("cold start", ("cold_start_s",), "<=", 20, "s"),
+    Target("app peak memory", ("rss_mb",), "<=", 1536, "MB"),
+)
+
+_OPS = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b,
+        ">": lambda a, b: a > b, "==": lambda a, b: a == b}
+
+
+def _get(document: dict, path: tuple):
+    value = document
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def check_targets(document: dict, quick: bool = False) -> list[dict]:
+    """Each target with the measured value and ``status``: pass | miss | n/a (not measured, or
+    a 10-epoch figure under --quick)."""
+    rows = []
+    for target in TARGETS:
+        value = _get(document, target.path)
+        limit = _get(document, target.against) if target.against else target.limit
+        shown = (f"{target.op} LeNet" if target.against else f"{target.op} {target.limit:g} {target.unit}".strip())
+        if value is None or limit is None or not isinstance(value, (int, float)):
+            status = "n/a"
+        elif quick and target.full_only:
+            status = "n/a (quick)"
+        else:
+            status = "pass" if _OPS[target.op](value, limit) else "miss"
+        rows.append({"name": target.name, "value": value, "target": shown, "status": status})
+    return rows
