@@ -1,0 +1,105 @@
+"""The Gradio app: everything Gradio, nothing else. ``build_app`` lays out the header and one tab
+per module of ``webapp.tabs``; ``launch`` serves it with the project's limits; ``main`` is ``app.py``.
+
+Model sets: every session starts on the shipped models; a training run creates a *new* model set
+that only the session which trained it switches to (with a notice). Anyone can pick any available
+set from the "Models in use" dropdown. The set id lives in a per-session ``gr.State``.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # before gradio is imported: no network
+
+import gradio as gr
+
+from cvdemo import config
+from cvdemo.service import SHIPPED, CheckpointError, Service
+
+from .common import set_notice
+from .context import Shared
+from .tabs import analyze, classify, retrieve, train
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def build_app(service: Service) -> gr.Blocks:
+    """The whole UI for one loaded :class:`Service`."""
+    with gr.Blocks(title="cvdemo: handwritten digits") as demo:
+        model_set = gr.State(SHIPPED)   # per session: the model set this browser tab uses
+        to_retrieve = gr.State(None)    # made here: a component created inside gr.Tabs joins its tab bar
+        with gr.Row(equal_height=True):
+            with gr.Column(scale=3, min_width=300):
+                gr.Markdown("## ✍️ cvdemo: handwritten digits\nA CNN trained from scratch next to a "
+                            "fine-tuned pretrained backbone: draw, train, retrieve, analyse.")
+            with gr.Column(scale=2, min_width=280):
+                set_picker = gr.Dropdown(service.available_sets(), value=SHIPPED, label="Models in use",
+                                         elem_id="model-set")
+                notice = gr.Markdown(set_notice(SHIPPED), elem_id="set-notice")
+        with gr.Tabs(elem_id="tabs") as tabs:
+            ctx = Shared(model_set=model_set, to_retrieve=to_retrieve, tabs=tabs, set_picker=set_picker,
+                         notice=notice, page=demo)
+            with gr.Tab("Classify", id="classify"):
+                classify.build(ctx, service)
+            with gr.Tab("Train", id="train"):
+                train.build(ctx, service)
+            with gr.Tab("Retrieve", id="retrieve"):
+                retrieve.build(ctx, service)
+            with gr.Tab("Analyze", id="analyze") as analyze_tab:
+                analyze.build(ctx, service, analyze_tab)
+
+        def choose_set(set_id):
+            try:
+                service.model_set(set_id)
+            except (KeyError, CheckpointError):
+                raise gr.Error("That model set is not available.") from None
+            return set_id, set_notice(set_id)
+
+        def refresh_sets(set_id):
+            return gr.Dropdown(choices=service.available_sets(), value=set_id)
+
+        set_picker.input(choose_set, set_picker, [model_set, notice], api_name="choose_model_set")
+        demo.load(refresh_sets, model_set, set_picker, api_name="list_model_sets")
+    return demo
+
+
+def launch(demo: gr.Blocks, service: Service | None = None, **kwargs):
+    """Queue and launch with the project's limits; extra kwargs go to ``Blocks.launch``."""
+    # Served to anyone: only runs/ (the trained .keras files the Train tab offers). Examples are
+    # copied into Gradio's cache when the UI is built; retrieval thumbnails are sent as images.
+    folders = [config.RUNS_DIR] + ([service.runs] if service is not None else [])
+    options = dict(
+        ssr_mode=False,
+        max_file_size=f"{config.MAX_UPLOAD_MB}mb",
+        allowed_paths=sorted({str(p) for p in folders}),
+        theme=gr.themes.Soft(),
+        css=(STATIC / "style.css").read_text(),
+        js=(STATIC / "keep_brush.js").read_text(),
+        footer_links=["api", "gradio"],
+    )
+    options.update(kwargs)
+    return demo.queue(max_size=64, default_concurrency_limit=2).launch(**options)
+
+
+def main() -> None:
+    """Load the shipped models, build the UI and serve it (``python app.py``)."""
+    started = time.perf_counter()
+    # CVDEMO_CHECKPOINTS: a different checkpoint folder (tests use tiny ones); read only here.
+    service = Service(checkpoints=os.environ.get("CVDEMO_CHECKPOINTS", str(config.CHECKPOINT_DIR)))
+    demo = build_app(service)
+    print(f"cvdemo: models loaded and UI built in {time.perf_counter() - started:.1f} s")
+    # Once the server is up: warm the retrieval engine, then compute the shipped set's analysis,
+    # so the first visitor finds both ready (Service.analysis computes each set only once).
+    warm = threading.Timer(5.0, _warm_up, args=(service,))
+    warm.daemon = True
+    warm.start()
+    launch(demo, service)
+
+
+def _warm_up(service: Service) -> None:
+    timings = service.warm_up()
+    print("cvdemo: warmed up in the background: " + ", ".join(
+        f"{step} {'failed' if seconds < 0 else f'{seconds:.1f} s'}" for step, seconds in timings.items()))

@@ -1,0 +1,95 @@
+"""What the tabs share: upload checks, turning cvdemo errors into gr.Error, image files for
+outputs, verdict HTML and captions. Presentation only; every decision is a cvdemo function."""
+from __future__ import annotations
+
+import hashlib
+import html
+import io
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from cvdemo.fsutil import atomic_write_bytes
+from cvdemo.service import SHIPPED
+
+MODEL_TITLES = {"scratch": "CNN trained from scratch", "finetuned": "Fine-tuned pretrained backbone",
+                "lenet": "LeNet-5"}
+GONE_SET = "That model set is not available any more. Pick another in \"Models in use\" at the top of the page."
+
+
+def user_error(err: Exception) -> gr.Error:
+    """A gr.Error carrying a cvdemo message (which may quote a user's file name: escaped)."""
+    message = err.args[0] if isinstance(err, KeyError) and err.args else err
+    return gr.Error(html.escape(str(message)))
+
+
+def file_path(payload) -> tuple[str | None, str | None]:
+    """(path, original name) of an un-preprocessed gr.Image/gr.File value (a FileData dict)."""
+    if payload is None:
+        return None, None
+    if isinstance(payload, dict):
+        path, name = payload.get("path"), payload.get("orig_name")
+    else:
+        path, name = getattr(payload, "path", None), getattr(payload, "orig_name", None)
+    # With preprocess=False Gradio 6.31 does not check a gr.Image value sent without its
+    # "meta" key: {"path": "/any/file"} would reach us. Only Gradio's own upload cache is read.
+    if path is not None and not _uploaded(path):
+        raise gr.Error("That file was not uploaded to this app. Upload the image itself.")
+    return path, name
+
+
+def _uploaded(path) -> bool:
+    from gradio.utils import get_upload_folder
+
+    try:
+        return Path(path).resolve().is_relative_to(Path(get_upload_folder()).resolve())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def image_file(image) -> str:
+    """A PNG file for an image output, named by its content and written atomically under the temp dir.
+
+    Gradio 6.31 rewrites its cached copy of a numpy/PIL output in place on every request
+    (``save_pil_to_cache``), so two visitors getting the same picture at once can truncate each
+    other's download; a file path is copied into its cache atomically instead.
+    """
+    from PIL import Image
+
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    path = Path(tempfile.gettempdir()) / "cvdemo-images" / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+    if not path.exists():
+        atomic_write_bytes(path, data)
+    return str(path)
+
+
+def served_copy(path: Path, folder: str) -> str:
+    """A copy of a file under the temp dir (Gradio serves files from there, cwd or allowed_paths)."""
+    target = Path(tempfile.gettempdir()) / folder / Path(path).name
+    if not target.exists():
+        atomic_write_bytes(target, Path(path).read_bytes())
+    return str(target)
+
+
+def empty_verdict(text: str) -> str:
+    return f"<div class='empty'>{html.escape(text)}</div>"
+
+
+def caption(name: str, answer=None) -> str:
+    title = f"**{name}**: {MODEL_TITLES.get(name, name)}"
+    if answer is None:
+        return title
+    return f"{title}  \n{answer.ms:.0f} ms · weights: {html.escape(answer.weights)}"
+
+
+def set_notice(set_id: str, trained: bool = False) -> str:
+    if set_id == SHIPPED:
+        return "Using the **shipped models** (`checkpoints/`)."
+    if trained:
+        return ("**Your session now uses the models you just trained** (other visitors keep theirs; "
+                "switch back with the dropdown).")
+    return "Using a set of models trained in this app (your choice applies to your session only)."

@@ -1,0 +1,151 @@
+"""Retrieve: drop a query digit; the k most similar database images with rank, file, class and
+distance, checked against the classifiers' prediction. New images can be added."""
+from __future__ import annotations
+
+import html
+from types import SimpleNamespace
+
+import gradio as gr
+import pandas as pd
+
+from cvdemo import config
+from cvdemo.service import ImageError, Service, to_display
+
+from ..common import empty_verdict, file_path, image_file, user_error
+from ..context import Shared
+
+RESULT_HEADERS = ["rank", "path", "label", "distance"]
+WAITING = "Drop a digit to find the most similar database images."
+
+
+def agreement_html(agreement, note: str) -> str:
+    """The verdict banner: do the neighbours' classes agree with the classifiers?"""
+    near = agreement.majority
+    head = (f"Neighbours: mostly class <b>{html.escape(near)}</b> ({agreement.votes} of {agreement.hits})"
+            if near is not None else "Neighbours have no class folder")
+    small = f"<br><small>{html.escape(note)}</small>"
+    if not agreement.classified:
+        extra = f" ({html.escape(agreement.why_not)})" if agreement.why_not else ""
+        return f"<div class='empty'>{head}.{extra}{small}</div>"
+    said = ", ".join(f"{html.escape(n)} says <b>{html.escape(label)}</b>" for n, label in agreement.said.items())
+    if agreement.agree:
+        return (f"<div class='agree'><span class='big'>The neighbours agree with the classifiers: "
+                f"{html.escape(near)}</span><br>{head}; {said}.{small}</div>")
+    outside = (f" (the classifiers only know classes {', '.join(agreement.known)})"
+               if agreement.unknown_to_classifiers else "")
+    return (f"<div class='disagree'><span class='big'>The neighbours and the classifiers disagree</span>"
+            f"<br>{head}; {said}{html.escape(outside)}.{small}</div>")
+
+
+class Handlers:
+    """The tab's event functions over one service."""
+
+    def __init__(self, service: Service):
+        self.service = service
+
+    def search(self, source, k, set_id, name=None):
+        try:
+            answer, agreement = self.service.retrieve_compared(source, k, set_id, name=name)
+        except (ValueError, ImageError) as err:
+            raise user_error(err) from None
+        items = []
+        for hit in answer.hits:
+            caption = (f"#{hit.rank} · {hit.path.name} · class {hit.label if hit.label is not None else '-'}"
+                       f" · d={hit.distance:.3f}{agreement.mark(hit)}")
+            try:
+                items.append((image_file(self.service.thumbnail(hit.path)), caption))
+            except ImageError:            # deleted or changed since indexing: leave it out, keep the rest
+                continue
+        # paths relative to the database's folder (images_database/2/2_1.png): never the server's own
+        listing = pd.DataFrame([[h["rank"], h["path"], h["label"], h["distance"]] for h in answer.as_list()],
+                               columns=RESULT_HEADERS)
+        note = f"extractor {answer.extractor} · {answer.ms:.0f} ms"
+        return items, listing, agreement_html(agreement, note), image_file(to_display(answer.query_input))
+
+    def search_file(self, payload, k, set_id=None):
+        path, name = file_path(payload)
+        if path is None:
+            raise gr.Error("Drop, paste or pick a query image first.")
+        return self.search(path, k, set_id, name=name)
+
+    def search_live(self, payload, k, set_id=None):
+        if file_path(payload)[0] is None:
+            return [], None, empty_verdict(WAITING), None
+        return self.search_file(payload, k, set_id)
+
+    @staticmethod
+    def failed():       # clear the previous query's neighbours instead of leaving them beside the error
+        return [], None, empty_verdict("That query could not be searched: the message at the top right says why."), None
+
+    def add(self, files, label):
+        paths = [f if isinstance(f, str) else file_path(f)[0] for f in (files or [])]
+        paths = [p for p in paths if p]
+        if not paths:
+            raise gr.Error("Choose one or more image files to add.")
+        try:
+            report = self.service.add_to_database(paths, label=label or None)
+        except ValueError as err:
+            raise user_error(err) from None
+        if not report.added:
+            raise gr.Error("Nothing was added. " + " ".join(
+                f"{html.escape(n)}: {html.escape(r.rstrip('.'))}." for n, r in report.skipped))
+        lines = [f"Added **{len(report.added)}** image(s); they are searchable now."]
+        lines += [f"- added `{html.escape(p.name)}`" for p in report.added]
+        lines += [f"- skipped `{html.escape(n)}`: {html.escape(r)}" for n, r in report.skipped]
+        info = self.service.database_info()
+        lines.append(f"\nDatabase: {info['images']} images in {len(info['classes'])} classes.")
+        return "\n".join(lines), None
+
+
+def layout(service: Service) -> SimpleNamespace:
+    """The tab's components (a declarative layout, nothing wired)."""
+    ui = SimpleNamespace()
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=300):
+            ui.query = gr.Image(type="filepath", sources=["upload", "clipboard"], height=260,
+                                label=f"Query digit (PNG, JPEG, WEBP, GIF, BMP; at most {config.MAX_UPLOAD_MB} MB)",
+                                elem_id="retrieve-query")
+            ui.k = gr.Slider(1, 20, value=4, step=1, label="Number of results (k)", elem_id="retrieve-k")
+            ui.search = gr.Button("Find similar images", variant="primary", elem_id="retrieve-search")
+            examples = service.example_images()
+            if examples:
+                gr.Examples([[str(p)] for p in examples], inputs=[ui.query], cache_examples=False,
+                            examples_per_page=12, label="Queries from query_images/ (never in the database)")
+        with gr.Column(scale=3, min_width=320):
+            ui.verdict = gr.HTML(empty_verdict(WAITING), elem_id="retrieve-verdict", elem_classes=["verdict"])
+            ui.gallery = gr.Gallery(label="Most similar (rank · file · class · distance)", columns=4,
+                                    height="fit-content", object_fit="contain", elem_id="retrieve-gallery")
+            with gr.Row():
+                ui.seen = gr.Image(label="What the extractor sees", interactive=False, height=150, buttons=[],
+                                   elem_id="retrieve-seen", scale=1, min_width=150)
+                # a table, not gr.JSON: gradio_client downloads any JSON dict with a "path" key as a file
+                ui.results = gr.Dataframe(headers=RESULT_HEADERS, label="Ranked results", scale=3, min_width=260,
+                                          interactive=False, elem_id="retrieve-results", max_height=200)
+            with gr.Accordion("Add images to the database", open=False):
+                with gr.Row():
+                    ui.new_files = gr.File(file_count="multiple", type="filepath", elem_id="retrieve-add-files",
+                                           file_types=list(config.IMAGE_EXTENSIONS), label="Images to add")
+                    with gr.Column():
+                        ui.new_label = gr.Dropdown([str(d) for d in range(10)], value=None, allow_custom_value=True,
+                                                   label="Class folder (empty: no class)",
+                                                   elem_id="retrieve-add-label")
+                        ui.add_btn = gr.Button("Add to database", elem_id="retrieve-add")
+                ui.add_report = gr.Markdown(elem_id="retrieve-add-report")
+    return ui
+
+
+def build(ctx: Shared, service: Service) -> None:
+    """Lay out the Retrieve tab and wire it to ``Service.retrieve_compared`` and ``add_to_database``."""
+    ui, on = layout(service), Handlers(service)
+    inputs, outputs = [ui.query, ui.k, ctx.model_set], [ui.gallery, ui.results, ui.verdict, ui.seen]
+    common = dict(concurrency_limit=4, concurrency_id="retrieve")
+    ui.search.click(on.search_file, inputs, outputs, preprocess=False, api_name="retrieve", **common
+                    ).failure(on.failed, None, outputs, api_name=False, show_progress="hidden")
+    ui.query.change(on.search_live, inputs, outputs, preprocess=False, api_name="retrieve_live",
+                    show_progress="minimal", **common
+                    ).failure(on.failed, None, outputs, api_name=False, show_progress="hidden")
+    ui.add_btn.click(on.add, [ui.new_files, ui.new_label], [ui.add_report, ui.new_files], api_name="add_to_database",
+                     concurrency_limit=1, concurrency_id="add_to_database")
+    # Classify's "Find similar images": show it here; .change searches
+    ctx.to_retrieve.change(lambda source: source, ctx.to_retrieve, ui.query, api_name="receive_query",
+                           show_progress="hidden")
