@@ -3,13 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import sys
 import zipfile
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 def free_port() -> int:
@@ -24,10 +19,10 @@ def serving(service, **launch_kwargs):
 
     On exit a running training is stopped and awaited, then the server closes.
     """
-    import app
+    import webapp
 
-    demo = app.build_app(service)
-    _, url, _ = app.launch(demo, service, prevent_thread_lock=True, quiet=True,
+    demo = webapp.build_app(service)
+    _, url, _ = webapp.launch(demo, service, prevent_thread_lock=True, quiet=True,
                            server_name="127.0.0.1", server_port=free_port(), **launch_kwargs)
     try:
         yield url, demo
@@ -42,20 +37,20 @@ def serving(service, **launch_kwargs):
 def tiny_service(checkpoints: Path, root: Path, **kwargs):
     """A Service over tiny checkpoints and a 3-class, 2-per-class database searched by pixels."""
     from cvdemo.service import Service
+
     from test_retrieval import make_database
 
     database = make_database(root / "db", per_class=2, classes=(0, 1, 2))
-    service = Service(checkpoints=checkpoints, runs=root / "runs", database=database, **kwargs)
-    service.retrieval_extractor = "pixels"
-    return service
+    return Service(checkpoints=checkpoints, runs=root / "runs", database=database, retrieval_extractor="pixels",
+                   **kwargs)
 
 
 @contextlib.contextmanager
-def running_app(checkpoints: Path, runs: Path):
+def running_app(checkpoints: Path, runs: Path, **service_options):
     """Yield (url, service) for an app serving ``checkpoints``; trained sets go to ``runs``."""
     from cvdemo.service import Service
 
-    service = Service(checkpoints=checkpoints, runs=runs)
+    service = Service(checkpoints=checkpoints, runs=runs, **service_options)
     with serving(service) as (url, _):
         yield url, service
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from cvdemo import config
+
 from app_server import serving, tiny_service, zip_folder
 from conftest import digit_image, write_digits
 from inputs import CASES, make_inputs
@@ -231,9 +232,9 @@ def test_upload_size_limit_is_enforced_by_the_server(server, tmp_path, good):
 
 
 def test_limits_are_stated_in_the_ui_and_readme(server):
-    import app
+    import webapp
 
-    demo = app.build_app(server[1])
+    demo = webapp.build_app(server[1])
     labels = " ".join(str(c.get("props", {}).get("label", "")) for c in demo.config["components"])
     assert f"{config.MAX_UPLOAD_MB} MB" in labels
     readme = (config.ROOT / "README.md").read_text()

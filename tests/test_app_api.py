@@ -34,9 +34,9 @@ def digit_file(tmp_path):
 
 
 def test_every_event_has_an_explicit_api_name(server):
-    import app
+    import webapp
 
-    demo = app.build_app(server[1])
+    demo = webapp.build_app(server[1])
     names = {dep.get("api_name") for dep in demo.config["dependencies"] if dep.get("api_name")}
     assert {"classify", "train", "classify_drawing", "classify_upload", "stop_training"} <= names
     unnamed = [dep for dep in demo.config["dependencies"]

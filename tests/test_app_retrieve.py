@@ -12,15 +12,15 @@ from test_retrieval import make_database  # noqa: E402
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    import app
+    import webapp
     from cvdemo.service import Service
 
     root = tmp_path_factory.mktemp("app-retrieve")
     database = make_database(root / "db", per_class=3, classes=(0, 1, 7))
-    service = Service(checkpoints=root / "no-checkpoints", warm=False, database=database)
-    service.retrieval_extractor = "pixels"
-    demo = app.build_app(service)
-    _, url, _ = app.launch(demo, service, prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
+    service = Service(checkpoints=root / "no-checkpoints", warm=False, database=database,
+                      retrieval_extractor="pixels")
+    demo = webapp.build_app(service)
+    _, url, _ = webapp.launch(demo, service, prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
                            allowed_paths=[str(root)])
     try:
         yield Client(url, verbose=False), database, root

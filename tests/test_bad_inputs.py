@@ -15,6 +15,7 @@ import pytest
 from cvdemo import config
 from cvdemo.data import DatasetError, extract_zip, scan_folder
 from cvdemo.images import ImageError, preprocess
+
 from conftest import write_digits
 from inputs import CASES, DIGIT, make_inputs, paper, query_digit
 
@@ -119,7 +120,7 @@ def test_shipped_models_classify_odd_encodings_right(tmp_path):
 
 def test_shipped_models_refuse_broken_inputs(battery):
     service = _shipped()
-    for name, (path, expect) in battery.items():
+    for _name, (path, expect) in battery.items():
         if expect.kind == "error":
             with pytest.raises(ImageError):
                 service.classify(path)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import bench
+
 from conftest import ROOT, write_digits
-from cvdemo import bench
 
 
 def test_percentile_and_summary_on_hand_checked_values():
@@ -83,6 +84,7 @@ def test_machine_info_names_the_machine():
     assert info["date"][:2] == "20"
 
 
+@pytest.mark.slow
 def test_run_on_tiny_inputs_has_the_documented_shape(tiny_checkpoints, tmp_path):
     """classify + retrieval sections end to end on tiny checkpoints and a 24-image database."""
     database = write_digits(tmp_path / "db", per_class=8)
@@ -136,7 +138,8 @@ MIRRORED = textwrap.dedent("""
     from pathlib import Path
     from cvdemo import checkpoints as ckpt
     from cvdemo.config import FinetuneConfig, TrainConfig
-    from cvdemo.train import distribution_strategy, train
+    from cvdemo.fitting import distribution_strategy
+    from cvdemo.train import train
     data, out = Path(sys.argv[1]), Path(sys.argv[2])
     results = train(data, ("scratch", "finetuned"), TrainConfig(epochs=2, batch_size=8, strategy="mirrored"),
                     FinetuneConfig(weights="none"), out=out)
@@ -166,7 +169,7 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
 
 
 def test_unknown_strategy_is_refused():
-    from cvdemo.train import distribution_strategy
+    from cvdemo.fitting import distribution_strategy
 
     assert distribution_strategy("default") is None
     with pytest.raises(ValueError, match="unknown strategy"):

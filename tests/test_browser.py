@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from app_server import ROOT, running_app, zip_folder
-from conftest import write_digits
+from app_server import running_app, zip_folder
+from conftest import ROOT, write_digits
 
 pytestmark = pytest.mark.browser
 
@@ -29,20 +29,20 @@ def _shipped_ready() -> bool:
     return all((SHIPPED / f"{name}.{ext}").exists() for name in ("scratch", "finetuned") for ext in ("keras", "json"))
 
 
-@pytest.fixture(scope="module", params=["tiny", "shipped"])
+@pytest.fixture(scope="module", params=["tiny", pytest.param("shipped", marks=pytest.mark.slow)])
 def server(request, tiny_checkpoints, tmp_path_factory):
     if request.param == "shipped" and not _shipped_ready():
         pytest.skip("no shipped checkpoints in checkpoints/")
     checkpoints = tiny_checkpoints if request.param == "tiny" else SHIPPED
-    with running_app(checkpoints, tmp_path_factory.mktemp("runs")) as (url, service):
-        if request.param == "tiny":
-            # a tiny database searched by pixels, and the tiny models' analysis kept out of the repo
-            from test_retrieval import make_database
+    options = {}
+    if request.param == "tiny":
+        # a tiny database searched by pixels, and the tiny models' analysis kept out of the repo
+        from test_retrieval import make_database
 
-            root = tmp_path_factory.mktemp("tiny-db")
-            service.database = make_database(root / "images_database", per_class=3, classes=(0, 1, 2))
-            service.retrieval_extractor = "pixels"
-            service.analysis_cache = root / "cache"
+        root = tmp_path_factory.mktemp("tiny-db")
+        options = dict(database=make_database(root / "images_database", per_class=3, classes=(0, 1, 2)),
+                       retrieval_extractor="pixels", analysis_cache=root / "cache")
+    with running_app(checkpoints, tmp_path_factory.mktemp("runs"), **options) as (url, service):
         yield request.param, url, service
 
 
@@ -233,7 +233,8 @@ def scroll_through(page) -> None:
     page.evaluate("window.scrollTo(0, 0)")
 
 
-@pytest.mark.parametrize("viewport", [(1280, 900), (390, 844)], ids=["desktop", "phone"])
+@pytest.mark.parametrize("viewport", [(1280, 900), pytest.param((390, 844), marks=pytest.mark.slow)],
+                         ids=["desktop", "phone"])
 def test_every_tab_renders_and_screenshots(browser, server, viewport):
     kind, url, _ = server
     context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})

@@ -190,7 +190,7 @@ def test_kill_during_repeated_saves(tmp_path, models):
     """SIGKILL a process that saves in a loop, at many moments: a loadable pair always remains."""
     ckpt.save(models[0], META, tmp_path, "scratch")
     rng = np.random.default_rng(0)
-    for attempt in range(4):
+    for _attempt in range(4):
         proc = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(tmp_path)], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert proc.stdout.readline().strip() == "ready"

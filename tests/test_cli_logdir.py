@@ -2,9 +2,12 @@
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
+@pytest.mark.slow
 def test_train_logdir_writes_tensorboard_events(tiny_dataset, tmp_path):
     logdir = tmp_path / "tb"
     done = subprocess.run([sys.executable, "-m", "cvdemo", "train", "--data", str(tiny_dataset), "--model", "scratch",

@@ -1,22 +1,20 @@
 """Concurrent users: a short loopback load test while a training runs (the CI version of
-``scripts/loadtest.py``), one training at a time, and per-session model sets."""
+``benchmarks/loadtest.py``), one training at a time, and per-session model sets."""
 from __future__ import annotations
 
-import sys
 import threading
 import time
 
 import pytest
 
 from app_server import serving, tiny_service, zip_folder
-from conftest import ROOT, digit_image, write_digits
+from conftest import digit_image, write_digits
 
 pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "scripts"))
-import loadtest  # noqa: E402
+from benchmarks import loadtest  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +45,7 @@ def test_loadtest_accepts_loopback():
         assert loadtest.loopback_url(url) == url
 
 
+@pytest.mark.slow
 def test_answers_stay_with_their_client_under_load_while_training(server):
     """4 sessions, distinct digits, classify + retrieve for ~10 s while a training runs: no
     errors, no answer that differs from the single-threaded reference, bounded latency."""

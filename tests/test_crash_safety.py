@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from cvdemo import checkpoints as ckpt
+
 from conftest import ROOT, digit_image
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
@@ -72,6 +73,7 @@ def _probe(model) -> np.ndarray:
     return np.asarray(model(x, training=False))
 
 
+@pytest.mark.slow
 def test_kill_during_checkpoint_saves_keeps_a_loadable_pair(tmp_path):
     """Two kills at random moments of a save loop; each time a pair loads, leftovers are only
     hidden temp files, list_names sees one checkpoint, and a fresh save still works."""
@@ -142,8 +144,9 @@ while not any(e.get("kind") == "epoch" for e in job.events):
 print("epoch", flush=True)
 job.done.wait()
 """
-    from conftest import write_digits
     from cvdemo.service import Service
+
+    from conftest import write_digits
 
     runs = tmp_path / "runs"
     proc = start(script, tiny_checkpoints, runs, write_digits(tmp_path / "data", per_class=6))
@@ -192,7 +195,7 @@ def test_kill_during_index_updates_keeps_a_usable_index(database, tmp_path):
     for i in range(6):
         digit_image(9, i).save(pool / f"p{i}.png")
     rng = np.random.default_rng(5)
-    for attempt in range(3):
+    for _attempt in range(3):
         proc = start(INDEX_LOOP, database, pool)
         time.sleep(float(rng.uniform(0.2, 1.5)))
         kill(proc)
@@ -222,8 +225,7 @@ from PIL import Image
 from cvdemo.service import Service
 db, pool, made = Path(sys.argv[1]), sorted(Path(sys.argv[2]).glob("*.png")), Path(sys.argv[2]) / "made"
 made.mkdir(exist_ok=True)
-s = Service(checkpoints=Path(sys.argv[3]), warm=False, database=db)
-s.retrieval_extractor = "pixels"
+s = Service(checkpoints=Path(sys.argv[3]), warm=False, database=db, retrieval_extractor="pixels")
 s.retrieval_index().update()
 print("ready", flush=True)
 for i in itertools.count(int(sys.argv[4])):       # new content every time: never a duplicate
@@ -253,8 +255,8 @@ def test_kill_while_adding_images_leaves_whole_files_and_index(database, tmp_pat
         for path in added:                         # every visible file is whole: its source's bytes
             assert path.read_bytes() == (pool / "made" / path.name).read_bytes(), path.name
             decode(path)
-        service = Service(checkpoints=tmp_path / "no-checkpoints", warm=False, database=database)
-        service.retrieval_extractor = "pixels"
+        service = Service(checkpoints=tmp_path / "no-checkpoints", warm=False, database=database,
+                          retrieval_extractor="pixels")
         info = service.database_info()             # the next start indexes what is there
         assert info["classes"].get("5", 0) == len(added) and not info["skipped"]
     assert len(added) >= 1, "the kills all came before the first add; sleep longer"

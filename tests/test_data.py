@@ -6,8 +6,8 @@ import pytest
 
 from cvdemo import data
 from cvdemo.data import DatasetError, scan_folder, split_indices
-from conftest import write_digits
 
+from conftest import write_digits
 
 # ----------------------------------------------------------------------------- split
 

@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw
 from cvdemo import config
 from cvdemo import images as img
 from cvdemo.images import ImageError, NoInkError, preprocess
+
 from inputs import ink_mask, paper, query_digit
 
 

@@ -6,8 +6,9 @@ import time
 import numpy as np
 import pytest
 
-from cvdemo import config, models
-from cvdemo.models import BACKBONES, MODELS, WeightsUnavailable
+from cvdemo import backbones, config, models
+from cvdemo.backbones import BACKBONES, WeightsUnavailable
+from cvdemo.models import MODELS
 
 
 def _kwargs(name):
@@ -84,14 +85,14 @@ def test_unknown_names():
     with pytest.raises(KeyError, match="choose from"):
         models.build_model("alexnet", (28, 28, 1), 3)
     with pytest.raises(KeyError, match="choose from"):
-        models.build_backbone("alexnet", "none")
+        backbones.build_backbone("alexnet", "none")
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_every_backbone_builds_without_weights(name):
     spec = BACKBONES[name]
     started = time.perf_counter()
-    base = models.build_backbone(name, "none")
+    base = backbones.build_backbone(name, "none")
     assert base.input_shape == (None, spec.input_size, spec.input_size, 3)
     assert len(base.output_shape) == 2                             # pooled
     assert spec.fine_tune_from in [layer.name for layer in base.layers]
@@ -113,50 +114,50 @@ def test_backbone_preprocess_matches_keras(name):
 
 
 def test_weights_from_a_local_file(tmp_path):
-    first = models.build_backbone("mobilenet_v2", "none")
+    first = backbones.build_backbone("mobilenet_v2", "none")
     path = tmp_path / "mine.weights.h5"
     first.save_weights(path)
-    second = models.build_backbone("mobilenet_v2", str(path))
-    fresh = models.build_backbone("mobilenet_v2", "none")
+    second = backbones.build_backbone("mobilenet_v2", str(path))
+    fresh = backbones.build_backbone("mobilenet_v2", "none")
     assert all(np.array_equal(a, b) for a, b in zip(first.get_weights(), second.get_weights()))
     assert not all(np.array_equal(a, b) for a, b in zip(first.get_weights(), fresh.get_weights()))
     # the same file through the fine-tuned model's path
     model = models.build_finetuned((28, 28, 1), 3, "mobilenet_v2", str(path))
     assert all(np.array_equal(a, b) for a, b in zip(first.get_weights(),
                                                     model.get_layer("backbone").get_weights()))
-    assert models.describe_weights(str(path)) == "local file mine.weights.h5"
+    assert backbones.describe_weights(str(path)) == "local file mine.weights.h5"
 
 
 def test_digits_weights_come_from_the_checkpoint_folder(tmp_path):
-    base = models.build_backbone("mobilenet_v2", "none")
-    base.save_weights(models.digits_weights_path("mobilenet_v2", tmp_path))
-    loaded = models.build_backbone("mobilenet_v2", "digits", checkpoints=tmp_path)
+    base = backbones.build_backbone("mobilenet_v2", "none")
+    base.save_weights(backbones.digits_weights_path("mobilenet_v2", tmp_path))
+    loaded = backbones.build_backbone("mobilenet_v2", "digits", checkpoints=tmp_path)
     assert np.array_equal(base.get_weights()[0], loaded.get_weights()[0])
     with pytest.raises(WeightsUnavailable, match="cvdemo pretrain"):
-        models.build_backbone("mobilenet_v2", "digits", checkpoints=tmp_path / "empty")
+        backbones.build_backbone("mobilenet_v2", "digits", checkpoints=tmp_path / "empty")
 
 
 def test_bad_weight_files(tmp_path):
     with pytest.raises(WeightsUnavailable, match="does not exist"):
-        models.build_backbone("mobilenet_v2", str(tmp_path / "missing.weights.h5"))
-    vgg = models.build_backbone("vgg16", "none")
+        backbones.build_backbone("mobilenet_v2", str(tmp_path / "missing.weights.h5"))
+    vgg = backbones.build_backbone("vgg16", "none")
     path = tmp_path / "vgg.weights.h5"
     vgg.save_weights(path)
     with pytest.raises(WeightsUnavailable, match="does not fit"):
-        models.build_backbone("mobilenet_v2", str(path))
+        backbones.build_backbone("mobilenet_v2", str(path))
     junk = tmp_path / "junk.weights.h5"
     junk.write_bytes(b"not hdf5")
     with pytest.raises(WeightsUnavailable):
-        models.build_backbone("mobilenet_v2", str(junk))
+        backbones.build_backbone("mobilenet_v2", str(junk))
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v2", "vgg16"])
+@pytest.mark.parametrize("name", ["mobilenet_v2", "vgg16", "resnet_rs50"])
 def test_imagenet_offline_fails_fast_with_a_clear_message(name, tmp_path, monkeypatch):
     monkeypatch.setattr(config, "KERAS_HOME", tmp_path / "keras")
     monkeypatch.delenv("CVDEMO_OFFLINE", raising=False)
     started = time.perf_counter()
     try:
-        models.build_backbone(name, "imagenet")
+        backbones.build_backbone(name, "imagenet")
     except WeightsUnavailable as err:
         message = str(err)
     else:
@@ -173,14 +174,14 @@ def test_imagenet_declared_offline_does_not_even_try(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
     with pytest.raises(WeightsUnavailable, match="no network"):
-        models.build_backbone("mobilenet_v2", "imagenet")
+        backbones.build_backbone("mobilenet_v2", "imagenet")
     assert time.perf_counter() - started < 2
 
 
 def test_describe_weights():
-    assert "ImageNet" in models.describe_weights("imagenet")
-    assert "offline" in models.describe_weights("digits")
-    assert "not pretrained" in models.describe_weights("none")
+    assert "ImageNet" in backbones.describe_weights("imagenet")
+    assert "offline" in backbones.describe_weights("digits")
+    assert "not pretrained" in backbones.describe_weights("none")
 
 
 def test_split_finetuned_halves_compose_to_the_model():
@@ -191,3 +192,18 @@ def test_split_finetuned_halves_compose_to_the_model():
     halves = np.asarray(head(np.asarray(features(x, training=False)), training=False))
     assert np.allclose(whole, halves, atol=1e-5)
     assert head.get_layer("embedding") is model.get_layer("embedding")     # shared, not copied
+
+
+@pytest.mark.slow
+def test_resnet_rs50_trains_from_the_command_line(tiny_dataset, tmp_path):
+    """The backbone Keras 3 lacks, built by cvdemo: ``train --backbone resnet_rs50`` saves a model that loads."""
+    from cvdemo import checkpoints as ckpt
+    from cvdemo.cli import main
+
+    out = tmp_path / "out"
+    assert main(["train", "--data", str(tiny_dataset), "--model", "finetune", "--backbone", "resnet_rs50",
+                 "--weights", "none", "--epochs", "2", "--batch-size", "8", "--out", str(out)]) == 0
+    loaded = ckpt.load(out, "finetuned")
+    assert loaded.meta["backbone"] == "resnet_rs50"
+    assert loaded.model.get_layer("backbone").input_shape[1:3] == (64, 64)
+    assert np.asarray(loaded.model(np.zeros((1, 28, 28, 1), np.float32))).shape == (1, 3)

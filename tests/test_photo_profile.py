@@ -41,6 +41,7 @@ def test_photo_dataset_is_detected_as_photo(photo_dataset, tiny_dataset):
     assert detect_profile(scan_folder(tiny_dataset)) == "digits"
 
 
+@pytest.mark.slow
 def test_photo_dataset_trains_and_serves_with_the_photo_profile(photo_dataset, tmp_path):
     from cvdemo.service import Service
     from cvdemo.train import train

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_digits
 from cvdemo import cli
+
+from conftest import write_digits
 
 FIGURES = ["distribution.png", "samples.png", "curves.png", "misclassified.png", "calibration.png",
            *(f"{kind}_{m}.png" for m in ("scratch", "finetuned") for kind in ("confusion", "tsne2d", "tsne3d"))]
@@ -58,12 +59,12 @@ def test_metrics_json_describes_the_validation_split(report_dir, tiny_checkpoint
 def test_second_run_comes_from_the_cache_and_json_goes_to_stdout(report_dir, tiny_checkpoints, tmp_path,
                                                                 capsys, monkeypatch):
     _, cache = report_dir
-    import cvdemo.analysis
+    import cvdemo.analysis.cache
 
     def refuse(*args, **kwargs):
         raise AssertionError("recomputed although cached")
 
-    monkeypatch.setattr(cvdemo.analysis, "analyze", refuse)
+    monkeypatch.setattr(cvdemo.analysis.cache, "analyze", refuse)
     capsys.readouterr()
     assert cli.main(["report", "--checkpoints", str(tiny_checkpoints), "--out", str(tmp_path / "again"),
                      "--cache", str(cache), "--json"]) == 0
@@ -98,8 +99,7 @@ def test_service_analysis_gives_the_app_what_it_shows(tiny_checkpoints, report_d
     from cvdemo.service import Service
 
     _, cache = report_dir
-    service = Service(checkpoints=tiny_checkpoints, warm=False)
-    service.analysis_cache = cache
+    service = Service(checkpoints=tiny_checkpoints, warm=False, analysis_cache=cache)
     seen = []
     analysis = service.analysis(progress=lambda f, m: seen.append(f))
     assert seen and seen[-1] == 1.0
@@ -125,14 +125,14 @@ def test_bundle_holds_report_models_tflite_and_usage(tiny_checkpoints, report_di
     import tensorflow as tf
 
     from cvdemo import checkpoints as ckpt
+    from cvdemo.analysis import tflite_predict
     from cvdemo.images import preprocess
-    from cvdemo.report import tflite_predict
     from cvdemo.service import Service
+
     from conftest import digit_image
 
     _, cache = report_dir
-    service = Service(checkpoints=tiny_checkpoints, warm=False)
-    service.analysis_cache = cache
+    service = Service(checkpoints=tiny_checkpoints, warm=False, analysis_cache=cache)
     path = service.report_bundle()
     assert path.is_file() and service.report_bundle() == path           # cached
     with zipfile.ZipFile(path) as archive:

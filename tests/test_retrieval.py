@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cvdemo import retrieval
+from cvdemo import fsutil, retrieval
 from cvdemo.retrieval import FeatureIndex, top_k
 
 from conftest import digit_image
-
 
 # ----------------------------------------------------------------------------- ranking (no Keras)
 
@@ -174,10 +173,10 @@ def test_crash_mid_update_leaves_previous_index_usable(database, monkeypatch):
             raise OSError("simulated crash before the manifest is committed")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(retrieval.os, "replace", crash)
+    monkeypatch.setattr(fsutil.os, "replace", crash)
     with pytest.raises(OSError, match="simulated crash"):
         FeatureIndex(database, "pixels").update()
-    monkeypatch.setattr(retrieval.os, "replace", real_replace)
+    monkeypatch.setattr(fsutil.os, "replace", real_replace)
     assert (database / ".index" / "pixels.json").read_bytes() == old_manifest
     recovered = FeatureIndex(database, "pixels")
     manifest, features = recovered._read()
@@ -228,7 +227,7 @@ def test_unknown_extractor_is_a_key_error(database):
 
 def test_imagenet_extractor_offline_fails_with_a_clear_message(monkeypatch, tmp_path):
     from cvdemo import config
-    from cvdemo.models import WeightsUnavailable
+    from cvdemo.backbones import WeightsUnavailable
 
     monkeypatch.setattr(config, "KERAS_HOME", tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -239,7 +238,7 @@ def test_imagenet_extractor_offline_fails_with_a_clear_message(monkeypatch, tmp_
 
 def test_digits_backbone_extractor_gives_pooled_features(tmp_path):
     from cvdemo import config
-    from cvdemo.models import digits_weights_path
+    from cvdemo.backbones import digits_weights_path
 
     if not digits_weights_path("mobilenet_v2", config.CHECKPOINT_DIR).is_file():
         pytest.skip("the shipped digits backbone is not built yet")
@@ -297,8 +296,8 @@ def test_service_retrieve_and_add(database, tmp_path):
     from cvdemo.images import ImageError
     from cvdemo.service import Service
 
-    service = Service(checkpoints=tmp_path / "no-checkpoints", warm=False, database=database)
-    service.retrieval_extractor = "pixels"
+    service = Service(checkpoints=tmp_path / "no-checkpoints", warm=False, database=database,
+                      retrieval_extractor="pixels")
     answer = service.retrieve(database / "1" / "1_2.jpg", k=4)
     assert len(answer.hits) == 4 and answer.hits[0].label == "1" and answer.majority == "1"
     assert answer.query_input.shape == (28, 28, 1) and answer.extractor == "pixels" and answer.ms > 0
@@ -374,7 +373,7 @@ def test_pretrained_cnn_extractor_is_trained_saved_and_used(tmp_path):
     activations index the database; a missing one says how to make it."""
     from cvdemo import checkpoints as ckpt
     from cvdemo.checkpoints import CheckpointError
-    from cvdemo.train import pretrain_cnn
+    from cvdemo.pretrain import pretrain_cnn
 
     with pytest.raises(CheckpointError, match="cvdemo pretrain --backbone scratch"):
         retrieval.build_extractor("digits_all_cnn", tmp_path)

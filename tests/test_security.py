@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from cvdemo import config
+
 from app_server import serving, tiny_service
 from conftest import ROOT, digit_image
 
@@ -165,7 +166,7 @@ def test_hostile_upload_names_are_sanitised(server, tmp_path):
 def test_uploaded_models_are_never_loaded(server):
     """Models are only ever loaded from checkpoint folders, in Keras safe mode, without compile."""
     calls = []
-    for path in [ROOT / "app.py", *sorted((ROOT / "cvdemo").glob("*.py"))]:
+    for path in [ROOT / "app.py", *sorted((ROOT / "cvdemo").rglob("*.py")), *sorted((ROOT / "webapp").rglob("*.py"))]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call):
                 name = ast.unparse(node.func)
@@ -208,8 +209,9 @@ def test_gradio_is_pinned_to_a_version_without_known_advisories():
 
 def test_run_metadata_served_to_anyone_holds_no_session_hash(server, tmp_path):
     """runs/ is served (the Train tab's downloads): its run.json must not leak who trained it."""
-    from conftest import write_digits
     from cvdemo.config import TrainConfig
+
+    from conftest import write_digits
 
     _, service, _, _ = server
     job = service.start_training(write_digits(tmp_path / "d", per_class=4), ("scratch",),

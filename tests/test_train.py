@@ -9,6 +9,7 @@ import pytest
 from cvdemo import checkpoints as ckpt
 from cvdemo.config import FinetuneConfig, TrainConfig
 from cvdemo.train import fit_classifier, fit_finetuned, prepare, train
+
 from conftest import write_digits
 
 
@@ -73,7 +74,7 @@ def test_finetune_runs_both_phases(tiny_data):
 
 
 def test_the_training_stream_shows_every_image_once_per_epoch_in_a_new_order():
-    from cvdemo.train import _batches
+    from cvdemo.fitting import shuffled_batches as _batches
 
     x = np.arange(10, dtype=np.float32)[:, None]
     y = np.arange(10)
@@ -91,19 +92,20 @@ def test_the_training_stream_shows_every_image_once_per_epoch_in_a_new_order():
 
 def test_the_training_stream_runs_without_tf_data_autotuning():
     """Autotuning's sleeping thread held up the iterator's deletion at the end of fit (3-27 s)."""
-    from cvdemo.train import _batches
+    from cvdemo.fitting import shuffled_batches as _batches
 
     stream, _ = _batches(np.zeros((8, 2), np.float32), np.zeros(8), batch_size=4, seed=0)
     assert stream.options().autotune.enabled is False
 
 
+@pytest.mark.slow
 def test_validation_and_the_feature_pass_run_without_autotuning_too(tiny_data, monkeypatch):
     """Handed arrays, Keras reads them through autotuned streams of its own, and deleting one
     waited for the autotuner: 4 s after about half the fine-tuned model's feature passes."""
     import keras
     import tensorflow as tf
 
-    from cvdemo.train import _in_order
+    from cvdemo.fitting import in_order as _in_order
 
     streams = []
     fit, predict = keras.Model.fit, keras.Model.predict
@@ -130,6 +132,7 @@ def test_validation_and_the_feature_pass_run_without_autotuning_too(tiny_data, m
     assert np.array_equal(np.concatenate(list(_in_order(x, batch_size=4).as_numpy_iterator())), x)
 
 
+@pytest.mark.slow
 def test_no_variable_is_created_inside_a_traced_training_step(tiny_data):
     """Every variable exists before fit traces its step, so the step is traced once, not twice.
 
