@@ -1,6 +1,7 @@
 """The benchmark document as Markdown (the tables of BENCHMARKS.md)."""
 from __future__ import annotations
 
+from cvdemo import config
 from cvdemo.config import class_display_name
 
 from .options import MODELS
@@ -89,7 +90,7 @@ def _robustness_rows(document: dict) -> list[str]:
     """The shipped models' accuracy on the out-of-distribution sets."""
     lines: list[str] = []
     for set_name, scores in document.get("robustness", {}).items():
-        for model in ("scratch", "finetuned", "lenet"):
+        for model in config.MODEL_ORDER:
             if model in scores:
                 lines.append(f"| Shipped {model} on unseen {set_name} ({scores['n']} images) | {scores[model]:.2%} | "
                              f"| {_status(document, f'shipped {model} on {set_name}')} |")

@@ -106,6 +106,15 @@ class Dataset:
         found = Counter(self.labels.tolist())
         return {name: found.get(i, 0) for i, name in enumerate(self.class_names)}
 
+    def first_per_class(self, limit: int | None) -> Dataset:
+        """The first ``limit`` files of each class, in the listing's order (all of them for None)."""
+        if not limit:
+            return self
+        keep = np.sort(np.concatenate([np.flatnonzero(self.labels == c)[:limit]
+                                       for c in range(len(self.class_names))]))
+        return Dataset(self.root, self.class_names, [self.paths[i] for i in keep], self.labels[keep],
+                       list(self.skipped))
+
 
 def scan_folder(root: Path) -> Dataset:
     """List a folder with one subfolder per class. Raises DatasetError for unusable layouts."""

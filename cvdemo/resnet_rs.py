@@ -22,7 +22,7 @@ _CONV = dict(use_bias=False, padding="same",
 _BN = dict(momentum=0.9, epsilon=1e-5)
 
 
-def preprocess_input(x, data_format=None):
+def preprocess_input(x):
     """Images in 0..255 pass through: the model rescales and normalises them itself."""
     return x
 

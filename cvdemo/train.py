@@ -76,13 +76,7 @@ class TrainResult:
 def prepare(data_dir: Path, cfg: TrainConfig = TrainConfig(), on_event: OnEvent | None = None) -> Prepared:
     """Scan, preprocess (the one path) and split a class-folder dataset."""
     emit = on_event or (lambda e: None)
-    dataset = scan_folder(Path(data_dir))
-    if cfg.max_images_per_class:
-        keep = np.concatenate([np.flatnonzero(dataset.labels == c)[:cfg.max_images_per_class]
-                               for c in range(len(dataset.class_names))])
-        keep.sort()
-        dataset.paths = [dataset.paths[i] for i in keep]
-        dataset.labels = dataset.labels[keep]
+    dataset = scan_folder(Path(data_dir)).first_per_class(cfg.max_images_per_class)
     profile = cfg.profile or detect_profile(dataset)
     emit({"kind": "data", "stage": "scan", "classes": dataset.class_names, "counts": dataset.counts(),
           "profile": profile})

@@ -1,4 +1,4 @@
-"""Odd, broken and hostile input files for the bad-input battery (issue 7), reusable by every layer.
+"""Odd, broken and hostile input files for the bad-input battery, reusable by every layer.
 
 ``make_inputs(folder)`` writes each case into ``folder`` and returns ``{name: (path, expectation)}``:
 

@@ -1,4 +1,4 @@
-"""The bad-input battery (issue 7) through gradio_client against a launched app.
+"""The bad-input battery through gradio_client against a launched app.
 
 Every event that takes a file: /classify, /retrieve, /add_to_database and the train zip upload
 (/dataset_counts, /train). Broken or hostile input must come back as the specific gr.Error text

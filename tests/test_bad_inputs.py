@@ -1,4 +1,4 @@
-"""The bad-input battery (issue 7) through preprocessing, ``python -m cvdemo predict`` and zips.
+"""The bad-input battery through preprocessing, ``python -m cvdemo predict`` and zips.
 
 Odd but legitimate encodings of a real held-out digit must work (and, with the shipped models,
 be classified right); broken or hostile ones must raise ImageError with a specific message;

@@ -90,7 +90,7 @@ def test_evaluate_command_json(tiny_checkpoints, tmp_path):
 
 
 def test_predict_command_json(tiny_checkpoints, tmp_path):
-    """One ``predict`` run: the JSON shape, plus the whole bad-input battery (issue 7): answers for
+    """One ``predict`` run: the JSON shape, plus the whole bad-input battery: answers for
     odd encodings, one specific error per broken file, a non-zero exit, no traceback."""
     from inputs import make_inputs
 

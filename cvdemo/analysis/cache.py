@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import config
-from ..fsutil import atomic_write_bytes, staged_folder, to_json
+from ..fsutil import atomic_write_bytes, staged_folder, write_json
 from .compute import Progress, analyze, cache_key
 from .figures import figure_specs, save_figure, tsne3d_plot
 from .markdown import markdown
@@ -92,7 +92,7 @@ class Analysis:
         return out
 
 
-def _complete(folder: Path, result: AnalysisResult | None = None) -> bool:
+def _complete(folder: Path) -> bool:
     return (folder / "report.md").is_file() and (folder / "metrics.json").is_file()
 
 
@@ -138,7 +138,7 @@ def write_files(result: AnalysisResult, folder: Path, progress: Progress | None 
         say(k / len(specs), f"drawing {name}")
         save_figure(draw(), folder / name)
     save_result(result, folder)
-    atomic_write_bytes(folder / "metrics.json", to_json(result.metrics_document()).encode())
+    write_json(folder / "metrics.json", result.metrics_document())
     atomic_write_bytes(folder / "report.md", markdown(result).encode())
     say(1.0, "report written")
 

@@ -54,12 +54,7 @@ def _training_files(meta: dict, root: Path) -> tuple[list[Path], list[int], list
     if list(dataset.class_names) != list(meta["class_names"]):
         raise DatasetError(f"{root} now has classes {dataset.class_names}, but the model was trained "
                            f"on {meta['class_names']}.")
-    limit = (meta.get("train_config") or {}).get("max_images_per_class")
-    paths = dataset.paths
-    if limit:
-        keep = set(np.concatenate([np.flatnonzero(dataset.labels == c)[:limit]
-                                   for c in range(len(dataset.class_names))]).tolist())
-        paths = [p for i, p in enumerate(paths) if i in keep]
+    paths = dataset.first_per_class((meta.get("train_config") or {}).get("max_images_per_class")).paths
     val_names = set(meta["data"].get("val_files", []))
     by_name = {str(p.relative_to(root)): p for p in paths}
     missing = sorted(val_names - set(by_name))
