@@ -90,6 +90,10 @@ class Limits:
         return _bounded(value, 1, self.max_k, "k")
 
 
+PUBLIC_LIMITS = Limits()                               # what a visitor of the app may ask for
+LOCAL_LIMITS = Limits(max_epochs=10_000, max_k=1_000_000)  # the command line: the machine's own user
+
+
 def _bounded(value, low: int, high: int, what: str) -> int:
     try:
         number = int(value)

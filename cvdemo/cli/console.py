@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from ..fsutil import to_json
 
@@ -23,6 +23,28 @@ def print_json(document: Any) -> None:
     """The only thing a ``--json`` command writes to stdout."""
     sys.stdout.write(to_json(document) + "\n")
     sys.stdout.flush()
+
+
+def answer_each(inputs, key: str, answer: Callable[[str], dict], errors: tuple) -> tuple[list[dict], int]:
+    """One entry per input, ``{key: input, **answer(input)}`` or ``{key: input, "error": message}``
+    when ``answer`` raises one of ``errors``; and how many failed."""
+    entries, failed = [], 0
+    for item in inputs:
+        try:
+            entries.append({key: item, **answer(item)})
+        except errors as err:
+            failed += 1
+            entries.append({key: item, "error": str(err)})
+    return entries, failed
+
+
+def emit(document: Any, as_json: bool, lines: Iterable[str] = ()) -> None:
+    """``document`` as JSON on stdout with ``--json``, else the human ``lines`` on stderr."""
+    if as_json:
+        print_json(document)
+    else:
+        for line in lines:
+            info(line)
 
 
 def info(message: str) -> None:

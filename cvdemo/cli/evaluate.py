@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import config
-from .console import CliError, info, print_json, stage_bar
+from .console import CliError, emit, stage_bar
 
 
 def run(args) -> int:
@@ -16,12 +16,8 @@ def run(args) -> int:
         raise CliError(f"no checkpoints found in {args.checkpoints}")
     with stage_bar() as progress:
         document = evaluate_folder(loaded, Path(args.data), progress=progress)
-    if args.json:
-        print_json(document)
-    else:
-        for name, scores in document["models"].items():
-            info(f"{name}: accuracy={scores['accuracy']:.4f} macro_f1={scores['macro_f1']:.4f} "
-                 f"on {document['n_images']} images")
+    emit(document, args.json, (f"{name}: accuracy={scores['accuracy']:.4f} macro_f1={scores['macro_f1']:.4f} "
+                                f"on {document['n_images']} images" for name, scores in document["models"].items()))
     return 0
 
 

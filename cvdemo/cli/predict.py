@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import config
-from .console import info, print_json
+from .console import answer_each, emit
 
 
 def run(args) -> int:
@@ -12,24 +12,11 @@ def run(args) -> int:
     from ..service import Service
 
     service = Service(checkpoints=Path(args.checkpoints), warm=False)
-    entries, failed = [], 0
-    for image in args.images:
-        try:
-            result = service.classify(image)
-            entries.append({"image": image, "models": {name: {"label": r.label, "probabilities": r.probabilities}
-                                                       for name, r in result.models.items()}})
-        except ImageError as err:
-            failed += 1
-            entries.append({"image": image, "error": str(err)})
-    if args.json:
-        print_json(entries)
-    else:
-        for entry in entries:
-            if "error" in entry:
-                info(f"{entry['image']}: error: {entry['error']}")
-            else:
-                info(f"{entry['image']}: " + ", ".join(
-                    f"{name}={m['label']} ({m['probabilities'][m['label']]:.2f})" for name, m in entry["models"].items()))
+    entries, failed = answer_each(args.images, "image", lambda image: {"models": service.classify(image).as_dict()},
+                                  (ImageError,))
+    emit(entries, args.json, (f"{e['image']}: error: {e['error']}" if "error" in e else f"{e['image']}: " + ", ".join(
+        f"{name}={m['label']} ({m['probabilities'][m['label']]:.2f})" for name, m in e["models"].items())
+        for e in entries))
     return 1 if failed else 0
 
 

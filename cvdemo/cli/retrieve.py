@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .console import CliError, bar, info, print_json
+from .. import config
+from .console import CliError, answer_each, bar, emit, info, print_json
 from .index import add_index_options
 
 
@@ -11,8 +12,10 @@ def run(args) -> int:
     from ..images import ImageError
     from ..retrieval import FeatureIndex, evaluate
 
-    if args.k < 1:
-        raise CliError("--k must be at least 1")
+    try:
+        config.LOCAL_LIMITS.k(args.k)
+    except ValueError as err:
+        raise CliError(f"--k: {err}") from None
     index = FeatureIndex(Path(args.database), args.extractor, Path(args.checkpoints))
     if not index.database.is_dir():
         raise CliError(f"{args.database} is not a folder.")
@@ -23,31 +26,21 @@ def run(args) -> int:
             index.update(progress.to)
         with bar(None, "evaluating", "query") as progress:
             result = evaluate(index, Path(args.eval), args.k, args.metric, progress.to)
-        if args.json:
-            print_json(result)
-        else:
-            for label, scores in result["per_class"].items():
-                info(f"class {label}: precision@{args.k}={scores['precision_at_k']:.3f} "
-                     f"mAP={scores['map']:.3f} ({scores['n']} queries)")
-            overall = result["overall"]
-            info(f"overall: precision@{args.k}={overall['precision_at_k']:.3f} mAP={overall['map']:.3f} "
-                 f"({result['n_queries']} queries, {result['database_size']} database images, {index.extractor_name})")
-            for error in result.get("errors", []):
-                info(f"error: {error['error']}")
+        overall = result["overall"]
+        emit(result, args.json, [
+            *(f"class {label}: precision@{args.k}={scores['precision_at_k']:.3f} mAP={scores['map']:.3f} "
+              f"({scores['n']} queries)" for label, scores in result["per_class"].items()),
+            f"overall: precision@{args.k}={overall['precision_at_k']:.3f} mAP={overall['map']:.3f} "
+            f"({result['n_queries']} queries, {result['database_size']} database images, {index.extractor_name})",
+            *(f"error: {error['error']}" for error in result.get("errors", []))])
         return 1 if result.get("errors") else 0
     if not args.queries:
         raise CliError("give at least one query image, or --eval QUERY_DIR")
     report = index.update()
     for path, reason in report.skipped:
         info(f"skipped database file {path}: {reason}")
-    entries, failed = [], 0
-    for query in args.queries:
-        try:
-            _, hits = index.search(query, args.k, args.metric, name=query, max_age=3600)
-            entries.append({"query": query, "results": [h.as_dict() for h in hits]})
-        except ImageError as err:
-            failed += 1
-            entries.append({"query": query, "error": str(err)})
+    entries, failed = answer_each(args.queries, "query", lambda query: {"results": [
+        h.as_dict() for h in index.search(query, args.k, args.metric, name=query, max_age=3600)[1]]}, (ImageError,))
     if args.json:
         print_json(entries)
     else:

@@ -43,8 +43,10 @@ def run(args) -> int:
     from ..data import ensure_sample_dataset
     from ..train import train
 
-    if args.epochs < 1:
-        raise CliError("--epochs must be at least 1")
+    try:
+        config.LOCAL_LIMITS.epochs(args.epochs)
+    except ValueError as err:
+        raise CliError(f"--epochs: {err}") from None
     if args.logdir:
         import importlib.util
 

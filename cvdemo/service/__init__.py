@@ -47,7 +47,7 @@ class Service:
     def __init__(self, checkpoints: Path = config.CHECKPOINT_DIR, runs: Path = config.RUNS_DIR,
                  warm: bool = True, max_sets: int = 4, database: Path = config.DATABASE_DIR,
                  retrieval_extractor: str | None = None, analysis_cache: Path = config.CACHE_DIR,
-                 queries: Path = config.QUERY_DIR, limits: config.Limits = config.Limits()):
+                 queries: Path = config.QUERY_DIR, limits: config.Limits = config.PUBLIC_LIMITS):
         """``retrieval_extractor``: None picks ``retrieval.default_extractor(checkpoints)``."""
         self.checkpoints = Path(checkpoints)
         self.database = Path(database)
