@@ -29,3 +29,4 @@ def test_a_run_stopped_before_any_model_finished_says_stopped():
     progress.extend([_epoch("scratch", 1), _model_done("scratch", stopped=True), {"kind": "done", "stopped": True}])
     assert progress.stage == "Stopped" and progress.stopped
     assert "stopped at your request" in progress.log
+

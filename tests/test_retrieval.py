@@ -388,3 +388,23 @@ def test_pretrained_cnn_extractor_is_trained_saved_and_used(tmp_path):
     out = extractor.extract(np.random.default_rng(0).random((3, 28, 28, 1)).astype(np.float32))
     assert out.shape == (3, 128) and np.isfinite(out).all()
     assert extractor.version == retrieval.EXTRACTORS["digits_all_cnn"].version(tmp_path)
+
+
+def test_agreement_compares_neighbours_with_the_classifiers(tmp_path):
+    """What the Retrieve tab's banner says, decided in the package: agree, disagree, unknown class."""
+    from cvdemo.retrieval import Hit, RetrievalAnswer, agreement
+
+    def answer(*labels):
+        hits = [Hit(i + 1, tmp_path / f"{i}.png", label, float(i)) for i, label in enumerate(labels)]
+        return RetrievalAnswer(hits, np.zeros((28, 28, 1), np.float32), "pixels", 1.0)
+
+    agree = agreement(answer("2", "2", "1", "2"), {"scratch": "2_digits", "finetuned": "2_digits"},
+                      ["0_digits", "1_digits", "2_digits"])
+    assert agree.majority == "2" and agree.votes == 3 and agree.agree and not agree.unknown_to_classifiers
+    assert [agree.mark(h) for h in answer("2", "1").hits] == [" ✓", " ✗"]
+    split = agreement(answer("2", "2"), {"scratch": "2_digits", "finetuned": "1_digits"}, ["1_digits", "2_digits"])
+    assert split.predicted is None and not split.agree and split.mark(answer("2").hits[0]) == ""
+    seven = agreement(answer("7", "7", "1"), {"scratch": "1_digits"}, ["0_digits", "1_digits", "2_digits"])
+    assert not seven.agree and seven.unknown_to_classifiers
+    alone = agreement(answer("7"), why_not="No classifier is loaded to compare with.")
+    assert not alone.classified and alone.why_not and not alone.agree
