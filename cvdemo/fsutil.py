@@ -72,6 +72,15 @@ def write_temp(directory: Path, prefix: str, suffix: str, write: Callable[[Binar
     return Path(tmp)
 
 
+def content_file(data: bytes, folder: Path, suffix: str) -> Path:
+    """``data`` as ``folder/<its SHA-256>.<suffix>``, written once and atomically: a reader never sees
+    a file change under it, and the same bytes asked for twice are one file."""
+    path = Path(folder) / f"{hashlib.sha256(data).hexdigest()[:32]}{suffix}"
+    if not path.exists():
+        atomic_write_bytes(path, data)
+    return path
+
+
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file's content, read in 1 MB chunks."""
     digest = hashlib.sha256()

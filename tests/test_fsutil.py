@@ -60,3 +60,11 @@ def test_json_default_handles_numpy_and_paths(tmp_path):
 
     text = fsutil.to_json({"n": np.int64(3), "x": np.float32(0.5), "a": np.arange(2), "p": tmp_path}, indent=None)
     assert text == f'{{"n": 3, "x": 0.5, "a": [0, 1], "p": "{tmp_path}"}}'
+
+
+def test_content_file_is_written_once_per_content(tmp_path):
+    first = fsutil.content_file(b"png bytes", tmp_path / "pictures", ".png")
+    again = fsutil.content_file(b"png bytes", tmp_path / "pictures", ".png")
+    other = fsutil.content_file(b"other bytes", tmp_path / "pictures", ".png")
+    assert first == again != other and first.read_bytes() == b"png bytes" and first.suffix == ".png"
+    assert len(list((tmp_path / "pictures").iterdir())) == 2

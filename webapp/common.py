@@ -2,7 +2,6 @@
 outputs, verdict HTML and captions. Presentation only; every decision is a cvdemo function."""
 from __future__ import annotations
 
-import hashlib
 import html
 import io
 import tempfile
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from cvdemo.fsutil import atomic_write_bytes
+from cvdemo.fsutil import atomic_write_bytes, content_file
 from cvdemo.service import SHIPPED
 
 MODEL_TITLES = {"scratch": "CNN trained from scratch", "finetuned": "Fine-tuned pretrained backbone",
@@ -49,7 +48,7 @@ def _uploaded(path) -> bool:
 
 
 def image_file(image) -> str:
-    """A PNG file for an image output, named by its content and written atomically under the temp dir.
+    """A PNG file for an image output (``fsutil.content_file`` under the temp dir).
 
     Gradio 6.31 rewrites its cached copy of a numpy/PIL output in place on every request
     (``save_pil_to_cache``), so two visitors getting the same picture at once can truncate each
@@ -60,11 +59,7 @@ def image_file(image) -> str:
     picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
-    data = buffer.getvalue()
-    path = Path(tempfile.gettempdir()) / "cvdemo-images" / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
-    if not path.exists():
-        atomic_write_bytes(path, data)
-    return str(path)
+    return str(content_file(buffer.getvalue(), Path(tempfile.gettempdir()) / "cvdemo-images", ".png"))
 
 
 def served_copy(path: Path, folder: str) -> str:
