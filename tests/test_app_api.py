@@ -103,6 +103,7 @@ def test_unknown_model_set_is_a_clear_error(client, digit_file):
         client.predict(handle_file(str(digit_file)), "run-../../etc", api_name="/classify")
 
 
+@pytest.mark.slow
 def test_training_streams_refuses_a_second_run_and_finishes(client, server, tmp_path, digit_file):
     url, service = server
     data = zip_folder(write_digits(tmp_path / "tiny", per_class=6), tmp_path / "tiny.zip")

@@ -34,6 +34,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> Non
         assert word in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_data_command(tmp_path):
     proc = run_cli("data", "--out", tmp_path / "hwd", "--json")
     assert proc.returncode == 0, proc.stderr

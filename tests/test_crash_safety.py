@@ -128,6 +128,7 @@ def test_kill_during_training_leaves_the_old_checkpoint(tiny_checkpoints, tmp_pa
     assert set(ckpt.load_all(out)) == {"scratch", "finetuned"}
 
 
+@pytest.mark.slow
 def test_kill_during_an_app_training_leaves_no_model_set(tiny_checkpoints, tmp_path):
     """The Service trains into runs/.<id>.partial and renames when done: a kill leaves a hidden
     folder that the next start ignores."""
