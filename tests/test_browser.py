@@ -260,3 +260,37 @@ def test_every_tab_renders_and_screenshots(browser, server, viewport):
         scroll_through(page)
         page.screenshot(path=str(SHOTS / f"{kind}-{tab.lower()}-{size}.png"), full_page=True)
     context.close()
+
+
+CONTRAST_JS = """
+(el) => {
+  // the element's text and background colours as the screen shows them, via a 1x1 canvas
+  const rgb = (css) => {
+    const c = document.createElement('canvas'); c.width = c.height = 1;
+    const g = c.getContext('2d'); g.fillStyle = '#000'; g.fillStyle = css; g.fillRect(0, 0, 1, 1);
+    return Array.from(g.getImageData(0, 0, 1, 1).data).slice(0, 3);
+  };
+  const lum = ([r, g, b]) => {
+    const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const style = getComputedStyle(el);
+  const [a, b] = [lum(rgb(style.color)), lum(rgb(style.backgroundColor))];
+  return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+}
+"""
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_the_verdict_is_readable_in_both_themes(browser, server, theme):
+    """WCAG AA (4.5:1) between the verdict banner's text and its background, light and dark."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(server[1] + ("?__theme=dark" if theme == "dark" else "?__theme=light"))
+    page.wait_for_selector("#sketch canvas", timeout=30_000)
+    draw_one(page)
+    banner = page.locator("#verdict .agree, #verdict .disagree").first
+    sync_api.expect(banner).to_be_visible(timeout=30_000)
+    ratio = banner.evaluate(CONTRAST_JS)
+    context.close()
+    assert ratio >= 4.5, f"{theme}: contrast {ratio:.2f}:1"
