@@ -106,6 +106,7 @@ def test_first_stroke_draws_and_both_models_answer(page, server):
         sync_api.expect(verdict).to_contain_text("1_digits")
 
 
+@pytest.mark.slow
 def test_clear_really_clears_and_the_next_stroke_draws(page):
     draw_one(page)
     sync_api.expect(page.locator("#verdict")).to_contain_text(re.compile("agree|disagree"), timeout=30_000)
@@ -121,6 +122,7 @@ def test_empty_canvas_button_says_draw_first(page):
     sync_api.expect(page.get_by_text("Draw a digit first").first).to_be_visible(timeout=20_000)
 
 
+@pytest.mark.slow
 def test_a_bad_file_clears_the_previous_answers(page, server, tmp_path):
     """An unreadable upload or query shows its error and clears the last good answer beside it."""
     kind, _, _ = server
@@ -233,8 +235,8 @@ def scroll_through(page) -> None:
     page.evaluate("window.scrollTo(0, 0)")
 
 
-@pytest.mark.parametrize("viewport", [(1280, 900), pytest.param((390, 844), marks=pytest.mark.slow)],
-                         ids=["desktop", "phone"])
+@pytest.mark.slow
+@pytest.mark.parametrize("viewport", [(1280, 900), (390, 844)], ids=["desktop", "phone"])
 def test_every_tab_renders_and_screenshots(browser, server, viewport):
     kind, url, _ = server
     context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})

@@ -156,6 +156,7 @@ def test_no_variable_is_created_inside_a_traced_training_step(tiny_data):
     assert created == []
 
 
+@pytest.mark.slow
 def test_the_reported_training_time_includes_building_the_model(tiny_data, monkeypatch):
     """``train_seconds`` (the CLI's, the app's and the benchmark's figure) starts before the model is built.
 
