@@ -97,20 +97,22 @@ def _robustness_rows(document: dict) -> list[str]:
     return lines
 
 
+def _latency_row(document: dict, title: str, entry: dict, target: str, digits: int = 1) -> str:
+    """A row of p50 / p95 milliseconds, their spread and the target's status."""
+    return (f"| {title}, p50 / p95 ms | {_fmt(entry['p50'], digits)} / {_fmt(entry['p95'], digits)} | "
+            f"{_spread(entry, digits=digits)} | {_status(document, target)} |")
+
+
 def _classify_rows(document: dict) -> list[str]:
     """Classification latency in process, over HTTP and under concurrent clients; cold start, memory."""
     lines: list[str] = []
     c = document.get("classify_ms", {})
     if "in_process" in c:
-        e = c["in_process"]
-        lines.append(f"| Classify one sketch in process ({' + '.join(e['models'])}), p50 / p95 ms | "
-                     f"{_fmt(e['p50'])} / {_fmt(e['p95'])} | {_spread(e)} | "
-                     f"{_status(document, 'classify in process p50')} |")
+        lines.append(_latency_row(document, f"Classify one sketch in process ({' + '.join(c['in_process']['models'])})",
+                                  c["in_process"], "classify in process p50"))
     if "http" in c:
-        e = c["http"]
-        lines.append(f"| Classify over HTTP (gradio_client, /classify), p50 / p95 ms | "
-                     f"{_fmt(e['p50'])} / {_fmt(e['p95'])} | {_spread(e)} | "
-                     f"{_status(document, 'classify over HTTP p50')} |")
+        lines.append(_latency_row(document, "Classify over HTTP (gradio_client, /classify)", c["http"],
+                                  "classify over HTTP p50"))
     if "concurrent8" in c:
         e = c["concurrent8"]
         lines.append(f"| {e['clients']} concurrent clients, p50 / p95 ms, errors, throughput | "
@@ -139,10 +141,8 @@ def _retrieval_rows(document: dict) -> list[str]:
                  f"{_fmt(r['index_images_per_s_max'])} | {_status(document, 'indexing rate')} |")
     lines.append(f"| Re-index with nothing changed, s | {_fmt(r['reindex_unchanged_s'], 3)} | | "
                  f"{_status(document, 're-index, nothing changed')} |")
-    s = q["shipped"]
-    lines.append(f"| Retrieval query, shipped DB, end to end, p50 / p95 ms | {_fmt(s['p50'], 2)} / "
-                 f"{_fmt(s['p95'], 2)} | {_spread(s, digits=2)} | "
-                 f"{_status(document, 'retrieval query p50 (shipped DB)')} |")
+    lines.append(_latency_row(document, "Retrieval query, shipped DB, end to end", q["shipped"],
+                              "retrieval query p50 (shipped DB)", digits=2))
     s = q["shipped_search_only"]
     lines.append(f"| … of which the search, p50 ms | {_fmt(s['p50'], 3)} | {_spread(s, digits=3)} | |")
     n = r["naive_query_ms"]
