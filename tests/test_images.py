@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw
 from cvdemo import config
 from cvdemo import images as img
 from cvdemo.images import ImageError, NoInkError, preprocess
+from cvdemo.images import digits as dig
 
 from inputs import ink_mask, paper, query_digit
 
@@ -206,12 +207,12 @@ def test_thick_and_thin_brush_normalise_to_similar_strokes():
 def _stroke_scale_mask(gray: np.ndarray) -> np.ndarray:
     """digit_array() up to the stroke measurement: ink found, cropped, longest side 48 px, padded."""
     ink = img.ink_map(gray)
-    mask = img._keep_main_strokes(ink > img._INK_THRESHOLD)
+    mask = dig._keep_main_strokes(ink > dig._INK_THRESHOLD)
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     crop = np.where(mask[y0:y1, x0:x1] | (ink[y0:y1, x0:x1] > 0.1), ink[y0:y1, x0:x1], 0)
     h, w = crop.shape
-    scale = (img._STROKE_SIDE - 16) / max(h, w)
+    scale = (dig._STROKE_SIDE - 16) / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     mid = np.asarray(Image.fromarray(crop.astype(np.float32), mode="F").resize(
         size, Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR))
@@ -236,7 +237,7 @@ def test_training_digits_are_left_alone():
     changed = 0
     for p in pixels[::50]:
         mask = _stroke_scale_mask(np.asarray(mnist_to_paper(p)))
-        changed += not np.array_equal(img._normalise_stroke(mask.astype(np.float32)) > 0.5, mask)
+        changed += not np.array_equal(dig._normalise_stroke(mask.astype(np.float32)) > 0.5, mask)
     assert changed <= 0.15 * len(pixels[::50])
 
 

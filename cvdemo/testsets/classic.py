@@ -1,7 +1,4 @@
-"""Out-of-distribution test sets for digits 0-2: other writers, typed fonts, browser-canvas strokes.
-
-Each set is written in the product's layout (``<d>_digits/*.png``) so ``python -m cvdemo evaluate``
-and the benchmark can score any model on it. Offline and deterministic; no model code here.
+"""The first robustness sets: other writers, typed fonts, browser-canvas strokes.
 
 - ``writers``: scikit-learn's bundled UCI digits (other writers, 8x8 scans), upscaled onto paper.
 - ``fonts``: the digits typed in every TrueType font matplotlib ships, at several sizes, offsets
@@ -13,15 +10,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from . import config
-
-SETS = ("writers", "fonts", "canvas")
-Progress = Callable[[int, int], None]
+from .. import config
 
 
 def _folder(out: Path, digit: int) -> Path:
@@ -138,16 +132,3 @@ def write_canvas(out: Path, digits: Iterable[int] = config.SAMPLE_CLASSES, per_c
             draw_canvas(digit, rng, canvas=size).save(_folder(out, digit) / f"canvas_{i:03d}.png")
             n += 1
     return n
-
-
-def write_testsets(out: Path, names: Iterable[str] = SETS, progress: Progress | None = None) -> dict[str, Path]:
-    """Write the named sets under ``out/<name>/``; returns their folders."""
-    writers = {"writers": write_writers, "fonts": write_fonts, "canvas": write_canvas}
-    names = list(names)
-    folders = {}
-    for i, name in enumerate(names):
-        folders[name] = Path(out) / name
-        writers[name](folders[name])
-        if progress:
-            progress(i + 1, len(names))
-    return folders
