@@ -24,6 +24,7 @@ from .display import steps_picture, to_display
 from .paper import PaperSteps
 
 PROFILES = ("digits", "photo")
+DECODE_SIDE = 480    # a 12 MP phone JPEG decodes at 1/8 scale (500 x 375): more than a photo of paper needs
 
 __all__ = ["PROFILES", "STROKE_TARGET", "WORK_SIDE", "Decoded", "ImageError", "NoInkError", "PaperSteps",
            "Prepared", "decode", "digit_array", "flatten", "ink_map", "looks_like_digits", "photo_array",
@@ -48,8 +49,8 @@ def prepare(source: Any, profile: str = "digits", size: int | None = None, name:
     """:func:`preprocess`, keeping the photo steps for showing them."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
-    # a JPEG decodes at a reduced scale: neither profile uses more than the working side
-    decoded = decode(source, name=name, max_side=WORK_SIDE)
+    # a JPEG decodes at 1/2, 1/4 or 1/8 scale when that still leaves a photo's working side
+    decoded = decode(source, name=name, max_side=DECODE_SIDE)
     if profile == "photo":
         return Prepared(photo_array(flatten(decoded.image, background=255), size or config.PHOTO_SIZE))
     array, steps = read_digit(flatten(decoded.image))
@@ -82,7 +83,7 @@ def looks_like_digits(sources: list[Any]) -> bool:
     votes = []
     for source in sources:
         try:
-            im = flatten(decode(source, max_side=WORK_SIDE).image, background=255)
+            im = flatten(decode(source, max_side=DECODE_SIDE).image, background=255)
         except ImageError:
             continue
         rgb = np.asarray(reduce(im.convert("RGB"), 128), dtype=np.float32)

@@ -73,7 +73,9 @@ def _open_bytes(data: bytes, name: str, max_side: int | None = None) -> Decoded:
             if max_side and fmt == "JPEG":
                 # decode a phone photo at 1/2, 1/4 or 1/8 scale in the DCT: a 12 MP JPEG
                 # costs a few milliseconds instead of a hundred, and no more is needed
-                im.draft(im.mode, (max_side, max_side))
+                scale = next((s for s in (8, 4, 2) if max(width, height) / s >= max_side), 1)
+                if scale > 1:
+                    im.draft(im.mode, (width // scale, height // scale))
             im.load()
     except ImageError:
         raise
@@ -138,8 +140,8 @@ def decode(source: Any, name: str | None = None, max_side: int | None = None) ->
     """Decode a path, bytes, file object, PIL image or numpy array, refusing what is unsafe.
 
     Only PNG, JPEG, WEBP, GIF and BMP are decoded; the pixel count is checked before any pixel is
-    allocated. ``max_side`` lets a JPEG decode at a reduced scale whose sides stay at least
-    that long (the decoder's own downscaling; other formats decode whole). Raises
+    allocated. ``max_side`` lets a JPEG decode at a reduced scale whose longer side stays at
+    least that long (the decoder's own downscaling; other formats decode whole). Raises
     :class:`ImageError` with a message fit to show a user.
     """
     if source is None:

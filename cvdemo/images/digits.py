@@ -15,7 +15,7 @@ from . import paper as paper_steps
 from .decode import NoInkError, reduce
 
 WORK_SIDE = 512         # larger inputs are reduced first: ink finding needs no more
-PHOTO_SIDE = 384        # photos of paper are read at this scale: a digit on a sheet on a table stays 30+ px
+PHOTO_SIDE = 320        # photos of paper are read at this scale: a digit a tenth of the photo high keeps 24 px
 _STROKE_SIDE = 64       # stroke width is normalised at this scale
 _MIN_CONTRAST = 40      # grey levels between paper and ink below which we see no ink
 _INK_THRESHOLD = 0.35   # fraction of the ink peak that counts as ink for cropping

@@ -83,11 +83,11 @@ def _resize(a: np.ndarray, size: tuple[int, int], resample=Image.Resampling.BILI
 
 
 def _small(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) float -> the same averaged down to about _BG_SIDE on its longer side."""
+    """(H, W, 3) uint8 -> the same averaged down to about _BG_SIDE on its longer side."""
     h, w = rgb.shape[:2]
     f = max(h, w) / _BG_SIDE
     size = (max(8, round(w / f)), max(8, round(h / f)))
-    return np.stack([_resize(rgb[..., c], size, Image.Resampling.BOX) for c in range(3)], -1)
+    return np.asarray(Image.fromarray(rgb, "RGB").resize(size, Image.Resampling.BOX))
 
 
 def background(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -95,8 +95,9 @@ def background(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     from scipy import ndimage
 
     k = max(3, round(0.08 * min(small.shape[:2]))) | 1
-    closed = [ndimage.grey_closing(small[..., c], size=(k, k)) for c in range(3)]
-    return np.stack([_resize(c, (shape[1], shape[0])) for c in closed], -1)
+    closed = np.stack([ndimage.grey_closing(small[..., c], size=(k, k)) for c in range(3)], -1)
+    return np.asarray(Image.fromarray(closed, "RGB").resize((shape[1], shape[0]), Image.Resampling.BILINEAR),
+                      np.float32)
 
 
 def flatten_light(rgb: np.ndarray, bg: np.ndarray) -> np.ndarray:
@@ -113,7 +114,7 @@ def sheet_region(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     grey table is left in, and its straight edges go with the lines."""
     from scipy import ndimage
 
-    light = np.stack([ndimage.grey_closing(small[..., c], size=(3, 3)) for c in range(3)], -1)   # thin ink gone
+    light = np.stack([ndimage.grey_closing(small[..., c], size=(3, 3)) for c in range(3)], -1).astype(np.float32)
     lum = light.mean(axis=-1)
     sh, sw = lum.shape
     centre = (slice(sh * 3 // 10, sh * 7 // 10 + 1), slice(sw * 3 // 10, sw * 7 // 10 + 1))
@@ -138,32 +139,48 @@ def sheet_region(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return ndimage.minimum_filter(full.view(np.uint8), 2 * margin + 1, mode="nearest").view(bool)
 
 
-def paper_angle(ink: np.ndarray) -> float:
-    """The tilt (degrees, for ``Image.rotate``) that makes the paper's lines and edges level, or 0.
+@dataclass(frozen=True)
+class Ruling:
+    """Which way the paper's straight lines run, and the turn that levels them."""
+
+    angle: float = 0.0       # degrees, for ``Image.rotate``
+    rows: bool = False       # horizontal lines (ruled paper, a sheet's top and bottom edges)
+    columns: bool = False    # vertical lines (squared paper, a margin, a sheet's sides)
+
+
+def paper_angle(ink: np.ndarray) -> Ruling:
+    """The turn that makes the paper's lines and edges level, and which directions have lines.
 
     Turned level, a straight line adds up along one row (or column) into a sharp peak of the
     projection profile; a digit's curved strokes do not. The score is the profiles' roughness
-    (squared differences of neighbouring rows and columns): searched over ``_ANGLES`` on a
-    128-px copy, then refined by half a degree at 256 px.
+    (squared differences of neighbouring rows and columns), a Radon transform of the inked
+    pixels searched over ``_ANGLES``, then refined by a quarter of the step.
     """
-    def copy(side: int) -> Image.Image:
-        h, w = ink.shape
-        f = max(1.0, max(h, w) / side)
-        small = _resize(ink, (max(8, round(w / f)), max(8, round(h / f))), Image.Resampling.BOX)
-        return Image.fromarray(np.rint(np.clip(small, 0, 1) * 255).astype(np.uint8), "L")
+    h, w = ink.shape
+    ys, xs = np.nonzero(ink > 0.08)
+    if ys.size < 50:
+        return Ruling()
+    weight = ink[ys, xs]
+    y, x = ys - h / 2, xs - w / 2
+    span = int(np.hypot(h, w)) + 4
 
-    def roughness(picture: Image.Image, angle: float) -> float:
-        turned = np.asarray(picture.rotate(angle, Image.Resampling.BILINEAR), np.float32)
-        return float((np.diff(turned.sum(axis=1)) ** 2).sum() + (np.diff(turned.sum(axis=0)) ** 2).sum())
+    def profiles(angle: float) -> tuple[float, float]:
+        t = np.radians(angle)
+        rows = np.bincount(np.rint(y * np.cos(t) - x * np.sin(t) + span / 2).astype(int), weight, span)
+        cols = np.bincount(np.rint(x * np.cos(t) + y * np.sin(t) + span / 2).astype(int), weight, span)
+        return float((np.diff(rows) ** 2).sum()), float((np.diff(cols) ** 2).sum())
 
-    coarse = copy(128)
-    scores = np.array([roughness(coarse, float(a)) for a in _ANGLES])
-    best = int(scores.argmax())
-    if scores[best] < 1.3 * float(np.median(scores)):
-        return 0.0                     # nothing straight stands out: plain paper, a digit alone
-    fine = copy(256)
-    around = [float(_ANGLES[best]) + d for d in (-0.5, 0.0, 0.5)]
-    return max(around, key=lambda a: roughness(fine, a))
+    scores = np.array([profiles(float(a)) for a in _ANGLES])
+    total = scores.sum(axis=1)
+    best = int(total.argmax())
+    if total[best] < 1.3 * float(np.median(total)):
+        return Ruling()                 # nothing straight stands out: plain paper, a digit alone
+    step = float(_ANGLES[1] - _ANGLES[0])
+    around = [float(_ANGLES[best]) + d * step for d in (-0.5, -0.25, 0.0, 0.25, 0.5)]
+    angle = max(around, key=lambda a: sum(profiles(a)))
+    rows, cols = profiles(angle)
+    median_rows, median_cols = np.median(scores, axis=0)
+    return Ruling(angle if abs(angle) >= 0.5 else 0.0, bool(rows > 1.3 * median_rows), bool(cols > 1.3 * median_cols))
 
 
 def _lines_along(ink: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -180,24 +197,43 @@ def _lines_along(ink: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     if n == 0:
         return np.zeros_like(ink), ink
     boxes = ndimage.find_objects(labels)
-    long_ones = [i + 1 for i, b in enumerate(boxes)
-                 if b[axis].stop - b[axis].start >= _LINE_LONG * ink.shape[axis]]
-    if len(long_ones) < 2:          # one long stroke is a digit's (a 1, a 2's base), not ruling
-        return np.zeros_like(ink), ink
+    span = {i + 1: (b[axis].stop - b[axis].start) / ink.shape[axis] for i, b in enumerate(boxes)}
+    long_ones = [i for i, f in span.items() if f >= _LINE_LONG]
+    # ruling is three or more lines, or two far apart (a sheet's opposite edges); a Z's bars or
+    # a 2's arc and base are two lines a digit's height apart
+    if len(long_ones) < 3:
+        centres = [(boxes[i - 1][across].start + boxes[i - 1][across].stop) / 2 for i in long_ones]
+        if len(long_ones) < 2 or max(centres) - min(centres) < 0.5 * ink.shape[across]:
+            return np.zeros_like(ink), ink
+    level = np.zeros(n + 1, np.float32)
+    widths = {}
+    for i in long_ones:
+        box = boxes[i - 1]
+        mine = np.where(labels[box] == i, opened[box], 0)
+        # the line's darkness along its length: a stroke lying on part of it does not set it
+        profile = mine.max(axis=across)
+        level[i] = 1.5 * float(np.median(profile[profile > 0]))
+        widths[i] = np.count_nonzero(mine) / max(1, np.count_nonzero(profile))
+    typical = float(np.median(list(widths.values())))
     on_line = np.isin(labels, long_ones)
-    widths = [(labels == i).sum() / max(1, boxes[i - 1][axis].stop - boxes[i - 1][axis].start) for i in long_ones]
-    d = int(np.ceil(np.median(widths))) + 2
+    d = int(np.ceil(typical)) + 2
     fill = np.minimum(np.roll(ink, d, axis=across), np.roll(ink, -d, axis=across))
-    lines = np.where(on_line, opened, 0).astype(np.float32)
-    cleaned = np.where(on_line, np.maximum(ink - opened, fill), ink)
+    # a line is as dark as its typical pixel: a stroke lying along it keeps what is darker than that
+    lines = np.where(on_line, np.minimum(opened, level[labels]), 0).astype(np.float32)
+    cleaned = np.where(on_line, np.maximum(ink - lines, fill), ink)
     return lines, cleaned.astype(np.float32)
 
 
-def suppress_lines(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Remove ruled (horizontal) and squared (both) lines; returns (lines removed, ink left)."""
-    lines_h, ink = _lines_along(ink, 1)
-    lines_v, ink = _lines_along(ink, 0)
-    return np.maximum(lines_h, lines_v), ink
+def suppress_lines(ink: np.ndarray, ruling: Ruling = Ruling(0.0, True, True)) -> tuple[np.ndarray, np.ndarray]:
+    """Remove ruled (horizontal) and squared (both) lines; returns (lines removed, ink left).
+    A direction the ruling shows no lines in is skipped."""
+    lines = np.zeros_like(ink)
+    if ruling.rows:
+        lines, ink = _lines_along(ink, 1)
+    if ruling.columns:
+        lines_v, ink = _lines_along(ink, 0)
+        lines = np.maximum(lines, lines_v)
+    return lines, ink
 
 
 def choose_digit(ink: np.ndarray) -> np.ndarray:
@@ -209,10 +245,9 @@ def choose_digit(ink: np.ndarray) -> np.ndarray:
     strong = float(ink.max())
     if strong < _SEED_CONTRAST:
         raise NoInkError(NO_DIGIT)
-    high = max(_SEED_CONTRAST, 0.45 * float(np.percentile(ink[ink > 0.05], 99.5)) if (ink > 0.05).any() else 1)
-    low = 0.5 * high
-    labels, n = ndimage.label(ink > low, structure=np.ones((3, 3)))
-    seeded = np.unique(labels[ink > high])
+    # absolute thresholds: a strong edge elsewhere in the photo must not raise the bar for a faint digit
+    labels, n = ndimage.label(ink > 0.5 * _SEED_CONTRAST, structure=np.ones((3, 3)))
+    seeded = np.unique(labels[ink > _SEED_CONTRAST])
     mask = np.isin(labels, seeded[seeded > 0])
     reach = max(3, round(0.025 * max(h, w)))
     groups, n = ndimage.label(ndimage.maximum_filter(mask.astype(np.uint8), 2 * reach + 1) > 0)
@@ -229,14 +264,16 @@ def choose_digit(ink: np.ndarray) -> np.ndarray:
         tall, wide = ys.stop - ys.start, xs.stop - xs.start
         extent = tall * wide
         if max(tall, wide) > 0.7 * max(h, w) or (tall > 0.65 * h and wide * 6 < tall):
-            score *= 0.2            # longer than a digit gets in a photo: an edge or a margin
+            score *= 0.05           # longer than a digit gets in a photo: an edge or a margin
         if wide > 0.25 * w and tall * 6 < wide:
-            score *= 0.1            # a long flat line on its own: a sheet's edge or its shadow
+            score *= 0.02           # a long flat line on its own: a sheet's edge or its shadow
         if extent > 0.4 * h * w and np.count_nonzero(mask[box] & (groups[box] == i + 1)) < 0.04 * extent:
             score *= 0.05           # a hollow frame round everything: the sheet's outline, not a digit
         scores.append(score)
     best = int(np.argmax(scores)) + 1
     chosen = mask & (groups == best)
+    # within the digit, what is much fainter than its own strokes is shading or a line's remnant
+    chosen &= ink > 0.35 * float(np.percentile(ink[chosen], 95))
     ys, xs = np.nonzero(chosen)
     if max(np.ptp(ys), np.ptp(xs)) + 1 < max(8, 0.03 * max(h, w)):
         raise NoInkError(NO_DIGIT)
@@ -247,19 +284,19 @@ def read_paper(rgb: np.ndarray) -> PaperSteps:
     """A photo (H, W, 3) uint8 of dark ink on light paper -> the steps, the digit's strokes last."""
     from scipy import ndimage
 
-    a = rgb.astype(np.float32)
-    small = _small(a)
-    flattened = flatten_light(a, background(small, a.shape[:2]))
+    small = _small(rgb)
+    flattened = flatten_light(rgb.astype(np.float32), background(small, rgb.shape[:2]))
     sheet = sheet_region(small, flattened.shape)
     ink = np.where(sheet, flattened, 0).astype(np.float32)
-    angle = paper_angle(ink)
+    ruling = paper_angle(ink)
+    angle = ruling.angle
     picture = rgb
     if angle:
         turn = lambda m: np.asarray(Image.fromarray(m.astype(np.float32), "F").rotate(angle, Image.Resampling.BILINEAR))
         ink, flattened = turn(ink), turn(flattened)
-        sheet = turn(sheet) > 0.5
+        sheet = np.asarray(Image.fromarray(sheet).rotate(angle))
         picture = np.asarray(Image.fromarray(rgb).rotate(angle, Image.Resampling.BILINEAR, fillcolor=(255, 255, 255)))
-    lines, ink = suppress_lines(ink)
+    lines, ink = suppress_lines(ink, ruling)
     mask = choose_digit(ink)
     # the chosen strokes plus their faint edges, for the crop's anti-aliasing
     mask = ndimage.binary_dilation(mask, iterations=1) & (ink > 0.05)
