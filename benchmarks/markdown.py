@@ -90,10 +90,20 @@ def _robustness_rows(document: dict) -> list[str]:
     """The shipped models' accuracy on the out-of-distribution sets."""
     lines: list[str] = []
     for set_name, scores in document.get("robustness", {}).items():
+        refused = f", {scores['refused']} refused as blank" if scores.get("refused") else ""
         for model in config.MODEL_ORDER:
             if model in scores:
-                lines.append(f"| Shipped {model} on unseen {set_name} ({scores['n']} images) | {scores[model]:.2%} | "
-                             f"| {_status(document, f'shipped {model} on {set_name}')} |")
+                lines.append(f"| Shipped {model} on unseen {set_name} ({scores['n']} images{refused}) | "
+                             f"{scores[model]:.2%} | | {_status(document, f'shipped {model} on {set_name}')} |")
+        if _status(document, f"best model on {set_name}"):
+            lines.append(f"| … the best model on {set_name} | {scores['best']:.2%} | | "
+                         f"{_status(document, f'best model on {set_name}')} |")
+    pre = document.get("preprocess_ms")
+    if pre:
+        lines.append(_latency_row(document, f"Preprocess a 12 MP phone JPEG of paper ({pre['phone_12mp_bytes'] / 1e6:.1f} MB)",
+                                  pre["phone_12mp"], "preprocess a 12 MP phone photo p50", digits=1))
+        lines.append(_latency_row(document, "… a 280-px sketch, same run", pre["sketch"], "", digits=2))
+        lines.append(_latency_row(document, "… a 100-px scan, same run", pre["scan_100px"], "", digits=2))
     return lines
 
 
@@ -158,7 +168,9 @@ def _retrieval_rows(document: dict) -> list[str]:
             lines.append(f"| … on the shipped query_images/ ({shipped['n_queries']} queries, drawn ones "
                          f"included), overall / worst class | {shipped['overall']:.3f} / "
                          f"{shipped['min_class']:.3f} | | |")
-        for name, what in (("writers", "other writers (UCI scans)"), ("fonts", "typed fonts")):
+        for name, what in (("writers", "other writers (UCI scans)"), ("fonts", "typed fonts"),
+                           ("styles", "handwriting styles (0-2)"), ("paper", "phone photos of the sheet"),
+                           ("paper_table", "phone photos of the sheet on a table")):
             if p.get(name):
                 other = p[name]
                 lines.append(f"| … queries from {what}, {other['n_queries']}, overall / worst class | "

@@ -131,7 +131,7 @@ def _precision(index, opts: BenchOptions, workdir: Path) -> dict:
     and on queries from other sources than the database's MNIST (other writers, typed fonts)."""
     from cvdemo.database import write_eval_queries
     from cvdemo.retrieval import evaluate
-    from cvdemo.testsets import write_fonts, write_writers
+    from cvdemo.testsets import write_fonts, write_paper, write_paper_table, write_styles, write_writers
 
     held_out = write_eval_queries(workdir / "eval_queries")
     scores = evaluate(index, held_out, 4)
@@ -143,9 +143,13 @@ def _precision(index, opts: BenchOptions, workdir: Path) -> dict:
         precision["query_images"] = {"overall": round(shipped["overall"]["precision_at_k"], 4),
                                      "min_class": round(shipped["overall"]["min_class_precision_at_k"], 4),
                                      "n_queries": shipped["n_queries"]}
-    for name, write in (("writers", write_writers), ("fonts", write_fonts)):
+    queries = (("writers", write_writers, range(10)), ("fonts", write_fonts, range(10)),
+               ("styles", write_styles, config.SAMPLE_CLASSES),
+               ("paper", lambda f, digits: write_paper(f, digits, per_class=config.QUERY_RESERVE), range(10)),
+               ("paper_table", lambda f, digits: write_paper_table(f, digits, per_class=config.QUERY_RESERVE), range(10)))
+    for name, write, digits in queries:
         folder = workdir / f"queries_{name}"
-        write(folder, digits=range(10))
+        write(folder, digits=digits)
         other = evaluate(index, folder, 4)
         worst = min(other["per_class"], key=lambda c: other["per_class"][c]["precision_at_k"])
         precision[name] = {"overall": round(other["overall"]["precision_at_k"], 4),

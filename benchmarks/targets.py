@@ -26,6 +26,13 @@ TARGETS = (
            full_only=True, against=("train", "lenet", "val_accuracy")),
     *(Target(f"shipped {model} on {name}", ("robustness", name, model), ">=", 0.97)
       for name in ("writers", "fonts", "canvas") for model in ("scratch", "finetuned")),
+    Target("shipped scratch on styles", ("robustness", "styles", "scratch"), ">=", 0.97),
+    *(Target(f"shipped {model} on {name}", ("robustness", name, model), ">=", 0.95)
+      for name in ("paper", "paper_table") for model in ("scratch", "finetuned", "lenet")),
+    *(Target(f"best model on {name}", ("robustness", name, "best"), ">=", 0.97) for name in ("paper", "paper_table")),
+    *(Target(f"retrieval precision@4, {name} queries", ("retrieval", "precision_at_4", name, "overall"), ">=", 0.95)
+      for name in ("fonts", "styles", "paper", "paper_table")),
+    Target("preprocess a 12 MP phone photo p50", ("preprocess_ms", "phone_12mp", "p50"), "<=", 60, "ms"),
     Target("classify in process p50", ("classify_ms", "in_process", "p50"), "<=", 20, "ms"),
     Target("classify over HTTP p50", ("classify_ms", "http", "p50"), "<=", 150, "ms"),
     Target("8 concurrent clients p95", ("classify_ms", "concurrent8", "p95"), "<=", 1000, "ms"),

@@ -24,7 +24,7 @@ from ..checkpoints import CheckpointError
 from ..config import FinetuneConfig, TrainConfig
 from ..data import DatasetError
 from ..fsutil import atomic_write_bytes, staged_folder
-from ..images import ImageError, decode, preprocess, to_display
+from ..images import DECODE_SIDE, ImageError, decode, prepare, to_display
 from ..progress import RunProgress
 from .analyses import Analyses
 from .jobs import BusyError, NothingFinished, TrainingJob
@@ -118,22 +118,24 @@ class Service:
     def classify(self, source: Any, set_id: str = SHIPPED, name: str | None = None) -> Classification:
         """Decode once, preprocess once per input profile, run every model of the set."""
         model_set = self.model_set(set_id)
-        decoded = decode(source, name=name)
+        decoded = decode(source, name=name, max_side=DECODE_SIDE)
         inputs: dict[tuple, np.ndarray] = {}
+        steps = None
         answers = {}
         for model_name, served in model_set.models.items():
             shape = tuple(served.checkpoint.input_shape)
             key = (served.checkpoint.profile, shape)
             started = time.perf_counter()
             if key not in inputs:
-                inputs[key] = preprocess(decoded.image, served.checkpoint.profile, size=shape[0])
+                prepared = prepare(decoded.image, served.checkpoint.profile, size=shape[0])
+                inputs[key], steps = prepared.array, steps or prepared.steps
             proba = served(inputs[key][None])[0]
             ms = (time.perf_counter() - started) * 1000
             classes = served.checkpoint.class_names
             answers[model_name] = ModelAnswer(
                 model_name, classes[int(proba.argmax())],
                 {c: float(p) for c, p in zip(classes, proba)}, ms, served.weights_label, inputs[key])
-        return Classification(answers, set_id)
+        return Classification(answers, set_id, steps)
 
     # ------------------------------------------------------------------ training
     def start_training(self, data_dir: Path, model_names: tuple[str, ...], cfg: TrainConfig = TrainConfig(),

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..images import PaperSteps, steps_picture
+
 
 @dataclass
 class ModelAnswer:
@@ -22,6 +24,11 @@ class ModelAnswer:
 class Classification:
     models: dict[str, ModelAnswer]
     set_id: str
+    steps: PaperSteps | None = None    # how a photo of paper was read; None for drawings and scans
+
+    def steps_picture(self) -> np.ndarray | None:
+        """The photo steps side by side (uint8 RGB), or None when the input was not a photo."""
+        return None if self.steps is None else steps_picture(self.steps)
 
     @property
     def agree(self) -> bool:

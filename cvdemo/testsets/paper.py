@@ -204,8 +204,10 @@ def write_paper(out: Path, digits: Iterable[int] = config.SAMPLE_CLASSES, per_cl
         folder = Path(out) / f"{digit}_digits"
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            source = SOURCES[i % len(SOURCES)]
-            photo = photograph(digit_ink(digit, source, i // len(SOURCES), rng), rng, table)
+            # canvas strokes and the handwriting styles draw 0, 1 and 2; other digits are MNIST's
+            source = SOURCES[i % len(SOURCES)] if digit in config.SAMPLE_CLASSES else "mnist"
+            index = i // len(SOURCES) if digit in config.SAMPLE_CLASSES else i
+            photo = photograph(digit_ink(digit, source, index, rng), rng, table)
             save_phone_jpeg(photo, folder / f"paper_{source}_{i:03d}.jpg", rng, sideways=rng.random() < 0.2)
             n += 1
     return n

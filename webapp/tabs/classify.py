@@ -27,6 +27,12 @@ def verdict(result) -> str:
     return f"<div class='disagree'><span class='big'>The models disagree</span><br>{said}</div>"
 
 
+def photo_steps(result) -> gr.Image:
+    """The photo steps (light evened out, lines and table removed, the digit boxed), shown only for photos."""
+    picture = result.steps_picture()
+    return gr.Image(value=image_file(picture) if picture is not None else None, visible=picture is not None)
+
+
 def drawing(value):
     """The sketchpad's flattened drawing, or None for an untouched or cleared canvas."""
     return value.get("composite") if isinstance(value, dict) else None
@@ -55,13 +61,13 @@ class Handlers:
             *[gr.Markdown(value=caption(n, a), visible=a is not None) for n, a in slots.items()],
             *[gr.Image(value=image_file(to_display(a.model_input)) if a else None, visible=a is not None)
               for a in slots.values()],
-            result.as_dict(), source,
+            photo_steps(result), result.as_dict(), source,
         ]
 
     @staticmethod
     def nothing(text: str) -> list:
         return [empty_verdict(text), None, *[None] * len(ORDER), *[caption(n) for n in ORDER],
-                *[None] * len(ORDER), None, None]
+                *[None] * len(ORDER), gr.Image(value=None, visible=False), None, None]
 
     def drawing(self, value, set_id):
         picture = drawing(value)
@@ -143,13 +149,17 @@ def layout(service: Service) -> SimpleNamespace:
                         ui.labels[name] = gr.Label(num_top_classes=3, show_label=False, label=name,
                                                    visible=name != "lenet", elem_id=f"label-{name}")
             gr.Markdown("**What the model sees**: your input, then the 28×28 image each model "
-                        "actually received after preprocessing (white ink on black, like MNIST).")
+                        "actually received after preprocessing (white ink on black, like MNIST). A photo of "
+                        "paper also shows how the digit was found on it.")
             with gr.Row(elem_id="seen-row"):     # min_width 140: two per line on a phone, not one
                 ui.raw = gr.Image(label="Your input", interactive=False, height=200, elem_id="raw-input",
                                   buttons=[], min_width=140)
                 for name in ORDER:
                     ui.seen[name] = gr.Image(label=f"{name} sees", interactive=False, height=200, buttons=[],
                                              visible=name != "lenet", elem_id=f"seen-{name}", min_width=140)
+            ui.steps = gr.Image(label="How the photo was read: the light evened out, the paper's lines and the "
+                                      "table removed, the digit's strokes kept", interactive=False, visible=False,
+                                buttons=[], elem_id="photo-steps")
             ui.api_json = gr.JSON(visible=False)
     return ui
 
@@ -157,8 +167,8 @@ def layout(service: Service) -> SimpleNamespace:
 def build(ctx: Shared, service: Service) -> None:
     """Lay out the Classify tab and wire it to ``Service.classify``."""
     ui, on = layout(service), Handlers(service)
-    outputs = [ui.verdict, ui.raw, *ui.labels.values(), *ui.captions.values(), *ui.seen.values(), ui.api_json,
-               ui.last_input]
+    outputs = [ui.verdict, ui.raw, *ui.labels.values(), *ui.captions.values(), *ui.seen.values(), ui.steps,
+               ui.api_json, ui.last_input]
     inputs = lambda source: [source, ctx.model_set]
 
     # A failed classification (gr.Error toast) would leave the previous input's verdict on show.
