@@ -22,7 +22,11 @@ class ImageError(ValueError):
 
 
 class NoInkError(ImageError):
-    """The image decoded fine but holds no digit (blank canvas, flat colour)."""
+    """The image decoded fine but holds no digit (blank canvas, flat colour, a blank sheet)."""
+
+
+# one message for every empty input: an untouched canvas, a blank scan, a photo of a blank sheet
+BLANK = "No digit found: the image is blank. Draw a digit first (on paper: one digit, large, near the middle)."
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from .. import config
 from . import paper as paper_steps
-from .decode import NoInkError, reduce
+from .decode import BLANK, NoInkError, reduce
 
 WORK_SIDE = 512         # larger inputs are reduced first: ink finding needs no more
 PHOTO_SIDE = 320        # photos of paper are read at this scale: a digit a tenth of the photo high keeps 24 px
@@ -43,7 +43,7 @@ def ink_map(gray: np.ndarray) -> np.ndarray:
     np.clip(ink, 0, None, out=ink)
     peak = float(np.percentile(ink, 99.9)) if ink.size > 1000 else float(ink.max())
     if peak < _MIN_CONTRAST:
-        raise NoInkError("No digit found: the image is blank or a single flat colour. Draw a digit first.")
+        raise NoInkError(BLANK)
     return np.clip(ink / peak, 0, 1)
 
 
@@ -129,7 +129,7 @@ def read_digit(im: Image.Image) -> tuple[np.ndarray, paper_steps.PaperSteps | No
         ink = ink_map(gray)
         mask = _keep_main_strokes(ink > _INK_THRESHOLD)
         if not mask.any():
-            raise NoInkError("No digit found: the image is blank. Draw a digit first.")
+            raise NoInkError(BLANK)
         ys, xs = np.nonzero(mask)
         box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
         keep = np.zeros_like(mask)

@@ -26,14 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .decode import NoInkError
+from .decode import BLANK, NoInkError
 
 _BG_SIDE = 96            # the background is estimated at this scale
 _MARGIN = 0.012          # of the image's longer side: dropped inside the sheet's edge
 _LINE_LONG = 0.35        # a line runs at least this fraction of the image
 _SEED_CONTRAST = 0.2     # the darkest ink of a digit is at least this much darker than its paper
 _ANGLES = np.arange(-10.0, 10.5, 1.0)   # paper tilts searched for ruled lines, degrees
-NO_DIGIT = "No digit found in the photo: the sheet looks blank. Write or draw one digit, large and near the centre."
 
 
 @dataclass
@@ -244,7 +243,7 @@ def choose_digit(ink: np.ndarray) -> np.ndarray:
     h, w = ink.shape
     strong = float(ink.max())
     if strong < _SEED_CONTRAST:
-        raise NoInkError(NO_DIGIT)
+        raise NoInkError(BLANK)
     # absolute thresholds: a strong edge elsewhere in the photo must not raise the bar for a faint digit
     labels, n = ndimage.label(ink > 0.5 * _SEED_CONTRAST, structure=np.ones((3, 3)))
     seeded = np.unique(labels[ink > _SEED_CONTRAST])
@@ -252,7 +251,7 @@ def choose_digit(ink: np.ndarray) -> np.ndarray:
     reach = max(3, round(0.025 * max(h, w)))
     groups, n = ndimage.label(ndimage.maximum_filter(mask.astype(np.uint8), 2 * reach + 1) > 0)
     if n == 0:
-        raise NoInkError(NO_DIGIT)
+        raise NoInkError(BLANK)
     masses = ndimage.sum_labels(np.where(mask, ink, 0), groups, index=np.arange(1, n + 1))
     scores = []
     for i, box in enumerate(ndimage.find_objects(groups)):
@@ -276,7 +275,7 @@ def choose_digit(ink: np.ndarray) -> np.ndarray:
     chosen &= ink > 0.35 * float(np.percentile(ink[chosen], 95))
     ys, xs = np.nonzero(chosen)
     if max(np.ptp(ys), np.ptp(xs)) + 1 < max(8, 0.03 * max(h, w)):
-        raise NoInkError(NO_DIGIT)
+        raise NoInkError(BLANK)
     return chosen
 
 
