@@ -93,7 +93,7 @@ def background(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """(H, W, 3) float: the paper's colour and light, from the small picture with the ink closed over."""
     from scipy import ndimage
 
-    k = max(3, round(0.08 * min(small.shape[:2]))) | 1
+    k = max(3, round(0.12 * min(small.shape[:2]))) | 1     # wider than a marker stroke filling the frame
     closed = np.stack([ndimage.grey_closing(small[..., c], size=(k, k)) for c in range(3)], -1)
     return np.asarray(Image.fromarray(closed, "RGB").resize((shape[1], shape[0]), Image.Resampling.BILINEAR),
                       np.float32)
@@ -177,9 +177,20 @@ def paper_angle(ink: np.ndarray) -> Ruling:
     step = float(_ANGLES[1] - _ANGLES[0])
     around = [float(_ANGLES[best]) + d * step for d in (-0.5, -0.25, 0.0, 0.25, 0.5)]
     angle = max(around, key=lambda a: sum(profiles(a)))
-    rows, cols = profiles(angle)
-    median_rows, median_cols = np.median(scores, axis=0)
-    return Ruling(angle if abs(angle) >= 0.5 else 0.0, bool(rows > 1.3 * median_rows), bool(cols > 1.3 * median_cols))
+    rows, cols = _thin_lines(y, x, angle, h, w, span), _thin_lines(x, -y, angle, w, h, span)
+    if rows < 2 and cols < 2:
+        return Ruling()                 # straight strokes of a digit, not lines of the paper
+    return Ruling(angle if abs(angle) >= 0.5 else 0.0, rows >= 2, cols >= 2)
+
+
+def _thin_lines(along: np.ndarray, other: np.ndarray, angle: float, n: int, length: int, span: int) -> int:
+    """How many thin lines (a few pixels thick, a third of the picture long) the inked pixels
+    at (along, other) form once turned by ``angle``: ruling and a sheet's edges, not a digit's bars."""
+    t = np.radians(angle)
+    counts = np.bincount(np.rint(along * np.cos(t) - other * np.sin(t) + span / 2).astype(int), minlength=span)
+    full = np.concatenate([[0], (counts >= _LINE_LONG * length).astype(np.int8), [0]])
+    starts, stops = np.flatnonzero(np.diff(full) == 1), np.flatnonzero(np.diff(full) == -1)
+    return int(np.count_nonzero((stops - starts) <= max(3, 0.03 * n)))
 
 
 def _lines_along(ink: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
