@@ -149,9 +149,13 @@ def test_a_12_megapixel_jpeg_decodes_at_an_eighth_and_is_read():
     assert _iou((left, top, right, bottom), _scaled(DIGIT_BOX, prepared.steps)) > 0.6
 
 
-def test_the_steps_picture_shows_four_panels():
-    picture = images.steps_picture(prepare(_jpeg(photo())).steps)
-    assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[1] > 3 * picture.shape[0]
+def test_the_steps_picture_shows_four_panels_two_by_two():
+    steps = prepare(_jpeg(photo())).steps
+    picture = images.steps_picture(steps)
+    assert picture.dtype == np.uint8 and picture.ndim == 3 and 0.8 < picture.shape[1] / picture.shape[0] < 1.8
+    # the box is drawn in red on the photo (top-left panel)
+    red = (picture[..., 0] > 200) & (picture[..., 1] < 80) & (picture[..., 2] < 80)
+    assert red[: picture.shape[0] // 2, : picture.shape[1] // 2].sum() > 50
 
 
 def test_the_photo_and_style_sets_are_deterministic_and_laid_out_like_the_others(tmp_path):

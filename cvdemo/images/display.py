@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from .paper import PaperSteps
 
@@ -26,14 +26,14 @@ def _ink_panel(ink: np.ndarray) -> Image.Image:
 def _titled(panel: Image.Image, title: str) -> Image.Image:
     scale = _PANEL / panel.height
     panel = panel.resize((max(1, round(panel.width * scale)), _PANEL), Image.Resampling.BILINEAR)
-    out = Image.new("RGB", (panel.width, _PANEL + 22), (255, 255, 255))
-    out.paste(panel, (0, 22))
-    ImageDraw.Draw(out).text((4, 5), title, fill=(20, 20, 20))
+    out = Image.new("RGB", (panel.width, _PANEL + 26), (255, 255, 255))
+    out.paste(panel, (0, 26))
+    ImageDraw.Draw(out).text((4, 4), title, fill=(20, 20, 20), font=ImageFont.load_default(size=16))
     return out
 
 
 def steps_picture(steps: PaperSteps) -> np.ndarray:
-    """The photo steps side by side: the photo with the digit boxed, the background divided out,
+    """The photo steps, two by two: the photo with the digit boxed, the background divided out,
     the lines and the table removed, and the strokes chosen as the digit."""
     top, bottom, left, right = steps.box
     photo = Image.fromarray(steps.picture).convert("RGB")
@@ -46,10 +46,10 @@ def steps_picture(steps: PaperSteps) -> np.ndarray:
               _titled(_ink_panel(steps.flattened), "2. light evened out"),
               _titled(_ink_panel(steps.ink), "3. lines and table removed"),
               _titled(chosen, "4. the strokes kept")]
-    gap = 8
-    out = Image.new("RGB", (sum(p.width for p in panels) + gap * (len(panels) - 1), panels[0].height), (255, 255, 255))
-    x = 0
-    for p in panels:
-        out.paste(p, (x, 0))
-        x += p.width + gap
+    # two by two: as readable on a phone's narrow screen as on a desktop
+    # the band on top stays clear of the label an image viewer puts over its corner
+    gap, top, width, height = 8, 40, max(p.width for p in panels), panels[0].height
+    out = Image.new("RGB", (2 * width + gap, top + 2 * height + gap), (255, 255, 255))
+    for i, p in enumerate(panels):
+        out.paste(p, ((i % 2) * (width + gap), top + (i // 2) * (height + gap)))
     return np.asarray(out)

@@ -157,9 +157,8 @@ def layout(service: Service) -> SimpleNamespace:
                 for name in ORDER:
                     ui.seen[name] = gr.Image(label=f"{name} sees", interactive=False, height=200, buttons=[],
                                              visible=name != "lenet", elem_id=f"seen-{name}", min_width=140)
-            ui.steps = gr.Image(label="How the photo was read: the light evened out, the paper's lines and the "
-                                      "table removed, the digit's strokes kept", interactive=False, visible=False,
-                                buttons=[], elem_id="photo-steps")
+            ui.steps = gr.Image(label="How the photo was read", interactive=False, visible=False, buttons=[],
+                                elem_id="photo-steps")
             ui.api_json = gr.JSON(visible=False)
     return ui
 
