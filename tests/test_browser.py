@@ -296,3 +296,26 @@ def test_the_verdict_is_readable_in_both_themes(browser, server, theme):
     ratio = banner.evaluate(CONTRAST_JS)
     context.close()
     assert ratio >= 4.5, f"{theme}: contrast {ratio:.2f}:1"
+
+
+def test_a_phone_photo_of_paper_shows_how_it_was_read(page, server, tmp_path):
+    """Upload a photo of a digit on ruled paper on a table: the photo steps appear under the
+    answer; a drawing afterwards hides them again."""
+    from test_paper import _jpeg, photo
+
+    kind, _, _ = server
+    picture = tmp_path / "phone.jpg"
+    picture.write_bytes(_jpeg(photo(digit="1")))
+    page.get_by_role("tab", name="Upload, paste or webcam").click()
+    page.locator("#upload input[type=file]").set_input_files(str(picture))
+    verdict = page.locator("#verdict")
+    sync_api.expect(verdict).to_contain_text(re.compile("agree|disagree"), timeout=30_000)
+    steps = page.locator("#photo-steps img").first
+    sync_api.expect(steps).to_be_attached(timeout=20_000)
+    steps.scroll_into_view_if_needed()
+    sync_api.expect(steps).to_be_visible(timeout=10_000)
+    if kind == "shipped":
+        sync_api.expect(verdict).to_contain_text("1_digits")
+    page.get_by_role("tab", name="Draw").click()
+    draw_one(page)
+    sync_api.expect(page.locator("#photo-steps img")).to_have_count(0, timeout=20_000)
