@@ -246,6 +246,30 @@ def suppress_lines(ink: np.ndarray, ruling: Ruling = Ruling(0.0, True, True)) ->
     return lines, ink
 
 
+def _score(box, mass: float, filled: float, masses, boxes, shape: tuple[int, int]) -> float:
+    """How much a group of strokes looks like the digit: its ink, weighed by nearness to the
+    centre, and nearly nothing for what a sheet, a table or a margin draws."""
+    h, w = shape
+    ys, xs = box
+    cy, cx = (ys.start + ys.stop) / 2 / h - 0.5, (xs.start + xs.stop) / 2 / w - 0.5
+    score = mass * np.exp(-(cy * cy + cx * cx) / (2 * 0.3 ** 2))
+    if ys.start <= 1 or xs.start <= 1 or ys.stop >= h - 1 or xs.stop >= w - 1:
+        score *= 0.15
+    tall, wide = ys.stop - ys.start, xs.stop - xs.start
+    extent = tall * wide
+    if max(tall, wide) > 0.7 * max(h, w) or (tall > 0.65 * h and wide * 6 < tall):
+        score *= 0.05           # longer than a digit gets in a photo: an edge or a margin
+    if wide > 0.25 * w and tall * 6 < wide:
+        score *= 0.02           # a long flat line on its own: a sheet's edge or its shadow
+    if extent > 0.4 * h * w and filled < 0.04 * extent:
+        score *= 0.05           # a hollow frame round everything: the sheet's outline, not a digit
+    inside = [m for m, b in zip(masses, boxes) if b is not box and b[0].start > ys.start and b[0].stop < ys.stop
+              and b[1].start > xs.start and b[1].stop < xs.stop]
+    if inside and max(inside) > 0.15 * mass and filled < 0.1 * extent:
+        score *= 0.05           # a thin outline round other strokes: the sheet's edges round the digit
+    return float(score)
+
+
 def choose_digit(ink: np.ndarray) -> np.ndarray:
     """The strokes of the digit: hysteresis-thresholded ink, grouped by proximity, scored by
     strength, nearness to the centre and not touching the frame. Raises NoInkError."""
@@ -264,22 +288,9 @@ def choose_digit(ink: np.ndarray) -> np.ndarray:
     if n == 0:
         raise NoInkError(BLANK)
     masses = ndimage.sum_labels(np.where(mask, ink, 0), groups, index=np.arange(1, n + 1))
-    scores = []
-    for i, box in enumerate(ndimage.find_objects(groups)):
-        ys, xs = box
-        cy, cx = (ys.start + ys.stop) / 2 / h - 0.5, (xs.start + xs.stop) / 2 / w - 0.5
-        score = masses[i] * np.exp(-(cy * cy + cx * cx) / (2 * 0.3 ** 2))
-        if ys.start <= 1 or xs.start <= 1 or ys.stop >= h - 1 or xs.stop >= w - 1:
-            score *= 0.15
-        tall, wide = ys.stop - ys.start, xs.stop - xs.start
-        extent = tall * wide
-        if max(tall, wide) > 0.7 * max(h, w) or (tall > 0.65 * h and wide * 6 < tall):
-            score *= 0.05           # longer than a digit gets in a photo: an edge or a margin
-        if wide > 0.25 * w and tall * 6 < wide:
-            score *= 0.02           # a long flat line on its own: a sheet's edge or its shadow
-        if extent > 0.4 * h * w and np.count_nonzero(mask[box] & (groups[box] == i + 1)) < 0.04 * extent:
-            score *= 0.05           # a hollow frame round everything: the sheet's outline, not a digit
-        scores.append(score)
+    boxes = ndimage.find_objects(groups)
+    filled = ndimage.sum_labels(mask, groups, index=np.arange(1, n + 1))
+    scores = [_score(box, masses[i], filled[i], masses, boxes, (h, w)) for i, box in enumerate(boxes)]
     best = int(np.argmax(scores)) + 1
     chosen = mask & (groups == best)
     # within the digit, what is much fainter than its own strokes is shading or a line's remnant
