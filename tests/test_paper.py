@@ -190,3 +190,14 @@ def test_the_bench_reports_the_new_sets_and_the_12mp_timing():
     assert status["preprocess a 12 MP phone photo p50"] == "pass"
     text = markdown(document)
     assert "unseen paper_table (180 images, 1 refused as blank)" in text and "12 MP phone JPEG" in text
+
+
+def test_upscaled_scans_of_other_writers_stay_on_the_plain_path(tmp_path):
+    """UCI 8x8 scans upscaled to 100 px have a soft halo round thick ink and bars across the
+    whole image (5s, 7s): neither makes them photos."""
+    from cvdemo.testsets import write_writers
+
+    write_writers(tmp_path, digits=(5, 7))
+    files = sorted(tmp_path.rglob("*.png"))
+    assert len(files) > 300
+    assert all(prepare(f).steps is None for f in files)
