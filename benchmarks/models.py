@@ -91,7 +91,7 @@ def bench_preprocess(workdir: Path, repeats: int) -> dict:
     buffer = io.BytesIO()
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
     inputs = {"phone_12mp": buffer.getvalue(), "sketch": write_sketch(workdir / "sketch.png").read_bytes(),
-              "scan_100px": (config.DATABASE_DIR / "0").glob("*.jpg").__next__().read_bytes()}
+              "scan_100px": next((config.DATABASE_DIR / "0").glob("*.jpg")).read_bytes()}
     result = {"phone_12mp_bytes": len(inputs["phone_12mp"])}
     for name, data in inputs.items():
         preprocess(data)

@@ -193,3 +193,21 @@ def test_error_exits(case, tmp_path, capsys, monkeypatch):
     assert len(lines) == 1, err
     assert all(w in lines[0] for w in words), lines[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_predict_steps_writes_how_a_photo_was_read(tiny_checkpoints, tmp_path):
+    """``predict --steps DIR``: a PNG for a photo of paper, nothing for a drawing."""
+    from PIL import Image
+
+    from test_paper import _jpeg, photo
+
+    phone = tmp_path / "phone.jpg"
+    phone.write_bytes(_jpeg(photo()))
+    drawn = tmp_path / "two.png"
+    digit_image(2).save(drawn)
+    proc = run_cli("predict", phone, drawn, "--checkpoints", tiny_checkpoints, "--steps", tmp_path / "steps", "--json")
+    assert proc.returncode == 0, proc.stderr
+    entries = json.loads(proc.stdout)
+    assert entries[0]["photo_steps"] == str(tmp_path / "steps" / "phone_steps.png") and entries[1]["photo_steps"] is None
+    assert Image.open(entries[0]["photo_steps"]).format == "PNG"
+    assert list((tmp_path / "steps").iterdir()) == [tmp_path / "steps" / "phone_steps.png"]

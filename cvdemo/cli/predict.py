@@ -9,20 +9,15 @@ from .console import answer_each, emit
 
 def _write_steps(result, image: Path, folder: Path) -> str | None:
     """The photo steps picture as ``<folder>/<stem>_steps.png``; None when the input was no photo."""
-    import io
-
     from PIL import Image
 
-    from ..fsutil import atomic_write_bytes
+    from ..fsutil import atomic_write
 
     picture = result.steps_picture()
     if picture is None:
         return None
-    buffer = io.BytesIO()
-    Image.fromarray(picture).save(buffer, "PNG")
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{image.stem}_steps.png"
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write(path, lambda f: Image.fromarray(picture).save(f, "PNG"))
     return str(path)
 
 

@@ -27,7 +27,7 @@ class Classification:
     steps: PaperSteps | None = None    # how a photo of paper was read; None for drawings and scans
 
     def steps_picture(self) -> np.ndarray | None:
-        """The photo steps side by side (uint8 RGB), or None when the input was not a photo."""
+        """The photo steps, two by two (uint8 RGB), or None when the input was not a photo."""
         return None if self.steps is None else steps_picture(self.steps)
 
     @property
