@@ -21,6 +21,12 @@ CACHE_DIR = ROOT / ".cache"       # analysis caches (git-ignored)
 # path to tell a user where to put a file by hand when there is no network.
 KERAS_HOME = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
 
+# Which search serves the app's retrieval (the CLI's --backend says it per command): auto (numpy,
+# FAISS HNSW from 50k vectors), numpy, faiss, faiss-flat or milvus; and where Milvus is: a Milvus
+# Lite file (default <database>/.index/milvus.db) or http://host:19530 for a server or cluster.
+RETRIEVAL_BACKEND = os.environ.get("CVDEMO_RETRIEVAL_BACKEND", "auto")
+MILVUS_URI = os.environ.get("CVDEMO_MILVUS_URI") or None
+
 SEED = 1337
 PREPROCESSING_VERSION = 4
 

@@ -39,13 +39,15 @@ def _report_errors(run) -> int:
     from ..checkpoints import CheckpointError
     from ..data import DatasetError
     from ..images import ImageError
+    from ..retrieval.milvus import MilvusError
 
     try:
         return int(run() or 0)
     except CliError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.code
-    except (DatasetError, ImageError, CheckpointError, WeightsUnavailable, FileNotFoundError, KeyError) as err:
+    except (DatasetError, ImageError, CheckpointError, WeightsUnavailable, FileNotFoundError, KeyError,
+            MilvusError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {message}", file=sys.stderr)
         return 2

@@ -5,20 +5,18 @@ from pathlib import Path
 
 from .. import config
 from .console import CliError, answer_each, bar, emit, info, print_json
-from .index import add_index_options
+from .index import add_index_options, open_index
 
 
 def run(args) -> int:
     from ..images import ImageError
-    from ..retrieval import FeatureIndex, evaluate
+    from ..retrieval import evaluate
 
     try:
         config.LOCAL_LIMITS.k(args.k)
     except ValueError as err:
         raise CliError(f"--k: {err}") from None
-    index = FeatureIndex(Path(args.database), args.extractor, Path(args.checkpoints))
-    if not index.database.is_dir():
-        raise CliError(f"{args.database} is not a folder.")
+    index = open_index(args)
     if args.eval:
         if args.queries:
             raise CliError("give either --eval QUERY_DIR or query images, not both")

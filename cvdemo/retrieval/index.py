@@ -23,67 +23,13 @@ from .. import config
 from ..fsutil import atomic_write, atomic_write_bytes, sha256_file
 from ..images import ImageError, preprocess
 from .extractors import BATCH, EXTRACTORS, Extractor, build_extractor, default_extractor, extractor_key
-from .search import FaissSearch, Hit, faiss_available, top_k
+from .search import Hit
+from .snapshot import BACKENDS, Entry, Snapshot
 
 INDEX_FORMAT = 1
 INDEX_DIR = ".index"
-FAISS_MIN_VECTORS = 50_000        # "auto" backend: exact numpy below, FAISS HNSW above (if installed)
 
 Progress = Callable[[int, int], None]   # (done, total)
-
-
-@dataclass(frozen=True)
-class Entry:
-    path: str            # relative to the database, POSIX separators
-    size: int
-    mtime_ns: int
-    sha256: str
-
-    @property
-    def label(self) -> str | None:
-        parts = self.path.split("/")
-        return parts[0] if len(parts) > 1 else None
-
-
-class Snapshot:
-    """An immutable view of the index: searches hold one, so an update never changes it under them."""
-
-    def __init__(self, database: Path, extractor_key: str, entries: list[Entry], features: np.ndarray,
-                 skipped: list[tuple[Entry, str]]):
-        self.database = database
-        self.extractor_key = extractor_key
-        self.entries = entries
-        self.features = features          # (N, D) float32, rows in entries' (sorted-path) order
-        self.features.setflags(write=False)
-        self.sq_norms = np.einsum("nd,nd->n", features, features) if len(features) else np.zeros(0, np.float32)
-        self.skipped = skipped
-        self._faiss: dict[tuple, FaissSearch] = {}
-        self._faiss_lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def search(self, query_features: np.ndarray, k: int = 4, metric: str = "euclidean",
-               backend: str = "auto") -> list[list[Hit]]:
-        """Top-k hits for each query vector (Q, D). ``backend``: auto | numpy | faiss | faiss-flat."""
-        if len(self.entries) == 0:
-            return [[] for _ in np.atleast_2d(query_features)]
-        if backend == "auto":
-            backend = "faiss" if len(self.entries) >= FAISS_MIN_VECTORS and faiss_available() else "numpy"
-        if backend == "numpy":
-            positions, distances = top_k(query_features, self.features, k, metric, self.sq_norms)
-        elif backend in ("faiss", "faiss-flat"):
-            kind = "flat" if backend == "faiss-flat" else "hnsw"
-            with self._faiss_lock:
-                if (metric, kind) not in self._faiss:
-                    self._faiss[(metric, kind)] = FaissSearch(self.features, metric, kind)
-                searcher = self._faiss[(metric, kind)]
-            positions, distances = searcher.search(query_features, k)
-        else:
-            raise ValueError(f"unknown backend {backend!r}; choose auto, numpy, faiss or faiss-flat")
-        return [[Hit(rank + 1, self.database / self.entries[p].path, self.entries[p].label, float(d))
-                 for rank, (p, d) in enumerate(zip(row_p, row_d)) if p >= 0]
-                for row_p, row_d in zip(positions, distances)]
 
 
 @dataclass
@@ -97,11 +43,13 @@ class UpdateReport:
     written: bool = False
     seconds: float = 0.0
     total: int = 0
+    milvus: dict | None = None          # what the sync to Milvus did (backend "milvus" only)
 
     def as_dict(self) -> dict:
         return {"total": self.total, "extracted": len(self.extracted), "reused": self.reused,
                 "removed": len(self.removed), "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
-                "written": self.written, "seconds": round(self.seconds, 3)}
+                "written": self.written, "seconds": round(self.seconds, 3)} | (
+                    {"milvus": self.milvus} if self.milvus is not None else {})
 
 
 def scan_database(database: Path) -> dict[str, os.stat_result]:
@@ -136,10 +84,13 @@ class FeatureIndex:
     """
 
     def __init__(self, database: Path = config.DATABASE_DIR, extractor: str | None = None,
-                 checkpoints: Path = config.CHECKPOINT_DIR, index_dir: Path | None = None):
+                 checkpoints: Path = config.CHECKPOINT_DIR, index_dir: Path | None = None,
+                 backend: str = "auto", milvus_uri: str | None = None):
         extractor = extractor or default_extractor(checkpoints)
         if extractor not in EXTRACTORS:
             raise KeyError(f"unknown extractor {extractor!r}; choose from {', '.join(EXTRACTORS)}")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         self.database = Path(database)
         self.extractor_name = extractor
         self.checkpoints = Path(checkpoints)
@@ -150,6 +101,13 @@ class FeatureIndex:
         self._update_lock = threading.Lock()
         self._snapshot: Snapshot | None = None
         self._scanned_at = 0.0
+        self.backend = backend
+        self.milvus = None
+        if backend == "milvus":             # raises MilvusError when the package or server is missing
+            from .milvus import MilvusSearch, default_uri
+
+            self.milvus = MilvusSearch(milvus_uri or default_uri(self.index_dir),
+                                       prefix=f"cvdemo_{self.database.resolve().name}")
 
     # ------------------------------------------------------------------ extractor
     @property
@@ -215,8 +173,9 @@ class FeatureIndex:
                 stale.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ update
-    def update(self, progress: Progress | None = None) -> UpdateReport:
-        """Bring the index in line with the files: extract only new or changed content.
+    def update(self, progress: Progress | None = None, sync_progress: Progress | None = None) -> UpdateReport:
+        """Bring the index in line with the files: extract only new or changed content, then (backend
+        ``milvus``) bring the Milvus copy in line with the manifest (``sync_progress``: its upserts).
 
         A file whose size and mtime match the manifest is trusted; otherwise it is hashed, and
         only a changed hash means extraction (a fresh ``git clone`` changes every mtime, not the
@@ -252,7 +211,9 @@ class FeatureIndex:
             report.reused = len(keep) - len(report.extracted)
             report.skipped = [(e.path, reason) for e, reason in plan.skipped]
             report.total = len(final_entries)
-            self._snapshot = Snapshot(self.database, key, final_entries, matrix, plan.skipped)
+            self._snapshot = Snapshot(self.database, key, final_entries, matrix, plan.skipped, self.milvus)
+            if self.milvus is not None:          # the manifest first, then its copy in Milvus
+                report.milvus = self.milvus.sync(self._snapshot, progress=sync_progress).as_dict()
             self._scanned_at = time.monotonic()
         report.seconds = time.perf_counter() - started
         return report
@@ -315,10 +276,11 @@ class FeatureIndex:
         return self._snapshot
 
     def search(self, source: Any, k: int = 4, metric: str = "euclidean", name: str | None = None,
-               backend: str = "auto", max_age: float = 2.0) -> tuple[np.ndarray, list[Hit]]:
-        """Preprocess ``source``, extract its features and return (model input, top-k hits)."""
+               backend: str | None = None, max_age: float = 2.0) -> tuple[np.ndarray, list[Hit]]:
+        """Preprocess ``source``, extract its features and return (model input, top-k hits) from
+        ``backend`` (default: the one the index was opened with)."""
         image, vector = self.query_features(source, name=name)
-        return image, self.ensure_fresh(max_age).search(vector[None], k, metric, backend)[0]
+        return image, self.ensure_fresh(max_age).search(vector[None], k, metric, backend or self.backend)[0]
 
 
 @dataclass

@@ -41,6 +41,7 @@ class RetrievalAnswer:
     extractor: str
     ms: float
     database: Path | None = None   # the searched folder, to show hit paths relative to it
+    backend: str = "auto"          # which search answered (snapshot.BACKENDS)
 
     @property
     def majority(self) -> str | None:

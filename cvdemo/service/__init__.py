@@ -26,6 +26,7 @@ from ..data import DatasetError
 from ..fsutil import atomic_write_bytes, staged_folder
 from ..images import DECODE_SIDE, ImageError, decode, prepare, to_display
 from ..progress import RunProgress
+from ..retrieval.milvus import MilvusError
 from .analyses import Analyses
 from .jobs import BusyError, NothingFinished, TrainingJob
 from .sets import Classification, ModelAnswer, ModelSet, ServedModel
@@ -37,7 +38,7 @@ WEIGHT_SOURCES = ("digits", "imagenet", "none")
 USER_ERRORS = (DatasetError, ImageError, CheckpointError, WeightsUnavailable, KeyError)
 
 __all__ = ["BACKBONES", "RunProgress", "SHIPPED", "TRAINABLE", "USER_ERRORS", "BusyError", "CheckpointError",
-           "Classification", "DatasetError", "ImageError", "ModelAnswer", "ModelSet", "Service", "ServedModel",
+           "Classification", "DatasetError", "ImageError", "MilvusError", "ModelAnswer", "ModelSet", "Service", "ServedModel",
            "TrainingJob", "to_display"]
 
 
@@ -47,14 +48,18 @@ class Service:
     def __init__(self, checkpoints: Path = config.CHECKPOINT_DIR, runs: Path = config.RUNS_DIR,
                  warm: bool = True, max_sets: int = 4, database: Path = config.DATABASE_DIR,
                  retrieval_extractor: str | None = None, analysis_cache: Path = config.CACHE_DIR,
-                 queries: Path = config.QUERY_DIR, limits: config.Limits = config.PUBLIC_LIMITS):
-        """``retrieval_extractor``: None picks ``retrieval.default_extractor(checkpoints)``."""
+                 queries: Path = config.QUERY_DIR, limits: config.Limits = config.PUBLIC_LIMITS,
+                 retrieval_backend: str = config.RETRIEVAL_BACKEND, milvus_uri: str | None = config.MILVUS_URI):
+        """``retrieval_extractor``: None picks ``retrieval.default_extractor(checkpoints)``;
+        ``retrieval_backend`` and ``milvus_uri`` as ``retrieval.FeatureIndex`` takes them."""
         self.checkpoints = Path(checkpoints)
         self.database = Path(database)
         self.runs = Path(runs)
         self.queries = Path(queries)
         self.limits = limits
         self.retrieval_extractor = retrieval_extractor
+        self.retrieval_backend = retrieval_backend
+        self.milvus_uri = milvus_uri
         self.analysis_cache = Path(analysis_cache)
         self._retrieval = None             # the FeatureIndex, created on first retrieve
         self._retrieval_lock = threading.Lock()
@@ -253,8 +258,8 @@ class Service:
 
         with self._retrieval_lock:
             if self._retrieval is None:
-                self._retrieval = FeatureIndex(self.database, self.retrieval_extractor,
-                                               self.checkpoints)
+                self._retrieval = FeatureIndex(self.database, self.retrieval_extractor, self.checkpoints,
+                                               backend=self.retrieval_backend, milvus_uri=self.milvus_uri)
             return self._retrieval
 
     def retrieve(self, source: Any, k: int = 4, name: str | None = None):
@@ -265,7 +270,7 @@ class Service:
         started = time.perf_counter()
         image, hits = index.search(source, max(1, int(k)), name=name)
         return RetrievalAnswer(hits, image, index.extractor_name, (time.perf_counter() - started) * 1000,
-                               database=index.database)
+                               database=index.database, backend=index.snapshot.resolve(index.backend))
 
     def retrieve_compared(self, source: Any, k: int = 4, set_id: str = SHIPPED, name: str | None = None):
         """``retrieve`` within the limits, with how the neighbours compare to the set's classifiers.

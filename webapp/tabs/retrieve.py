@@ -9,7 +9,7 @@ import gradio as gr
 import pandas as pd
 
 from cvdemo import config
-from cvdemo.service import ImageError, Service, to_display
+from cvdemo.service import ImageError, MilvusError, Service, to_display
 
 from ..common import empty_verdict, file_path, image_file, user_error
 from ..context import Shared
@@ -46,7 +46,7 @@ class Handlers:
     def search(self, source, k, set_id, name=None):
         try:
             answer, agreement = self.service.retrieve_compared(source, k, set_id, name=name)
-        except (ValueError, ImageError) as err:
+        except (ValueError, ImageError, MilvusError) as err:
             raise user_error(err) from None
         items = []
         for hit in answer.hits:
@@ -59,7 +59,7 @@ class Handlers:
         # paths relative to the database's folder (images_database/2/2_1.png): never the server's own
         listing = pd.DataFrame([[h["rank"], h["path"], h["label"], h["distance"]] for h in answer.as_list()],
                                columns=RESULT_HEADERS)
-        note = f"extractor {answer.extractor} · {answer.ms:.0f} ms"
+        note = f"extractor {answer.extractor} · {answer.backend} search · {answer.ms:.0f} ms"
         return items, listing, agreement_html(agreement, note), image_file(to_display(answer.query_input))
 
     def search_file(self, payload, k, set_id=None):
@@ -84,7 +84,7 @@ class Handlers:
             raise gr.Error("Choose one or more image files to add.")
         try:
             report = self.service.add_to_database(paths, label=label or None)
-        except ValueError as err:
+        except (ValueError, MilvusError) as err:
             raise user_error(err) from None
         if not report.added:
             raise gr.Error("Nothing was added. " + " ".join(
