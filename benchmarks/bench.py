@@ -111,7 +111,8 @@ def _step_counts(opts: BenchOptions) -> dict[str, int]:
     sizes = set(opts.numpy_sizes) | set(opts.hnsw_sizes) | set(opts.flat_sizes)
     return {"train": len(MODELS) * opts.train_repeats, "robustness": 1, "preprocess": 1, "classify": 1,
             "app": opts.cold_starts + 2,
-            "retrieval": opts.index_repeats + 2 + len(sizes) + len(opts.hnsw_sizes) + len(opts.flat_sizes)}
+            "retrieval": (opts.index_repeats + 2 + len(sizes) + len(opts.hnsw_sizes) + len(opts.flat_sizes)
+                          + len(opts.milvus_sizes) + 1)}
 
 
 def _measure(section: str, opts: BenchOptions, document: dict, workdir: Path, sketch: Path, tick) -> None:

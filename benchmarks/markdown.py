@@ -158,6 +158,13 @@ def _retrieval_rows(document: dict) -> list[str]:
     n = r["naive_query_ms"]
     lines.append(f"| Naive query (re-extract the whole DB), ms; speed-up | {_fmt(n['p50'], 0)}; "
                  f"{_fmt(r['naive_ratio'])}× | {_spread(n, digits=0)} | {_status(document, 'retrieval vs naive')} |")
+    m = r.get("milvus_parity") or {}
+    if "same_fraction" in m:
+        lines.append(f"| Milvus Lite ({m['index_type']}) gives numpy's top 4, in order: queries of query_images/ "
+                     f"and held-out | {m['same_top4']} of {m['n_queries']} | query p50 {_fmt(m['query_ms']['p50'], 1)} ms"
+                     f" | {_status(document, 'Milvus top-4 equals numpy (shipped DB)')} |")
+    elif m.get("skipped"):
+        lines.append(f"| Milvus parity on the shipped database | skipped: {m['skipped']} | | |")
     if r.get("precision_at_4"):
         p = r["precision_at_4"]
         lines.append(f"| Retrieval precision@4 ({p['n_queries']} held-out queries), overall / worst class | "

@@ -39,7 +39,9 @@ class BenchOptions:
     numpy_sizes: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000)
     hnsw_sizes: tuple[int, ...] = (10_000, 100_000)     # HNSW build: ~80 s for 100k on 2 busy cores
     flat_sizes: tuple[int, ...] = (100_000, 1_000_000)
+    milvus_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)   # Milvus Lite: ~2 min to load 1M
     synthetic_queries: int = 50
+    milvus_queries: int = 10          # Milvus Lite answers a 1M query in about a second
     checkpoints: Path = config.CHECKPOINT_DIR
     data: Path = config.SAMPLE_DATA_DIR
     database: Path = config.DATABASE_DIR
@@ -50,7 +52,7 @@ FULL = BenchOptions()
 QUICK = BenchOptions(quick=True, epochs=2, train_repeats=1, max_images_per_class=120, classify_repeats=40,
                      http_requests=15, requests_per_client=3, cold_starts=1, index_repeats=1,
                      query_repeats=40, naive_queries=1, numpy_sizes=(1_000, 10_000), hnsw_sizes=(10_000,),
-                     flat_sizes=(), synthetic_queries=20)
+                     flat_sizes=(), milvus_sizes=(10_000,), synthetic_queries=20, milvus_queries=5)
 
 
 def percentile(values, q: float) -> float:

@@ -1,5 +1,5 @@
 """Benchmark section on retrieval: indexing rate, query latency, precision@4 on held-out and
-other-source queries, the naive way, and search scaling on synthetic clustered vectors."""
+other-source queries, the naive way, Milvus parity, and search scaling on synthetic clustered vectors."""
 from __future__ import annotations
 
 import time
@@ -9,6 +9,7 @@ import numpy as np
 
 from cvdemo import config
 
+from .milvus import milvus_parity
 from .options import BenchError, BenchOptions, Tick, _timed, summarize
 
 SYNTHETIC_CLUSTER = 100          # vectors per cluster in the synthetic databases
@@ -23,13 +24,17 @@ def _synthetic_vectors(rng, n: int, dim: int, centres: np.ndarray) -> np.ndarray
 
 
 def bench_synthetic(dim: int, numpy_sizes, hnsw_sizes, flat_sizes, n_queries: int,
-                    tick: Tick = lambda s: None, seed: int = config.SEED) -> dict:
+                    tick: Tick = lambda s: None, seed: int = config.SEED, milvus_sizes=(),
+                    milvus_queries: int = 10, workdir: Path | None = None) -> dict:
     """Search-only latency of the retrieval engine on random clustered (N, dim) databases:
-    exact numpy ``top_k`` and FAISS (``FaissSearch``: HNSW approximate, flat exact) when installed."""
-    from cvdemo.retrieval import FaissSearch, faiss_available, top_k
+    exact numpy ``top_k``, FAISS (``FaissSearch``: HNSW approximate, flat exact) and Milvus Lite
+    (``MilvusSearch``, in ``workdir``) when installed."""
+    from cvdemo.retrieval import FaissSearch, faiss_available, milvus_available, top_k
+
+    from .milvus import SKIPPED, milvus_synthetic
 
     rng = np.random.default_rng(seed)
-    sizes = sorted(set(numpy_sizes) | set(hnsw_sizes) | set(flat_sizes))
+    sizes = sorted(set(numpy_sizes) | set(hnsw_sizes) | set(flat_sizes) | set(milvus_sizes))
     out: dict = {}
     for n in sizes:
         centres = rng.standard_normal((max(1, n // SYNTHETIC_CLUSTER), dim))
@@ -63,6 +68,12 @@ def bench_synthetic(dim: int, numpy_sizes, hnsw_sizes, flat_sizes, n_queries: in
             out[f"faiss_{kind}_{n}"] = entry
             search = None
             tick(f"faiss {kind} {n:,}")
+        if n in milvus_sizes:
+            if not milvus_available() or workdir is None:
+                out[f"milvus_{n}"] = {"skipped": SKIPPED if workdir is not None else "no working folder"}
+            else:
+                out[f"milvus_{n}"] = milvus_synthetic(features, queries, workdir, milvus_queries)
+                tick(f"milvus lite {n:,}")
         features = None         # free a large matrix before the next size
     return out
 
@@ -113,8 +124,11 @@ def bench_retrieval(opts: BenchOptions, workdir: Path, tick: Tick) -> dict:
     dim = int(snap.features.shape[1])
     query_ms = {"shipped": {**end_to_end, "vectors": len(snap), "what": "end to end: preprocess + extract + search"},
                 "shipped_search_only": {**search_only, "vectors": len(snap)}}
+    parity_queries = list(queries) + [path for path, _ in labelled_queries(workdir / "eval_queries")]
+    milvus = milvus_parity(index, parity_queries, workdir, tick)
     query_ms.update(bench_synthetic(dim, opts.numpy_sizes, opts.hnsw_sizes, opts.flat_sizes,
-                                    opts.synthetic_queries, tick))
+                                    opts.synthetic_queries, tick, milvus_sizes=opts.milvus_sizes,
+                                    milvus_queries=opts.milvus_queries, workdir=workdir))
     rate = summarize(rates, scale=1.0, digits=1)
     return {"extractor": index.extractor_name, "dim": dim, "database_size": len(snap),
             "query_ms": query_ms,
@@ -123,7 +137,7 @@ def bench_retrieval(opts: BenchOptions, workdir: Path, tick: Tick) -> dict:
             "reindex_unchanged_s": summarize(reindex, scale=1.0, digits=4)["p50"],
             "naive_query_ms": naive_ms,
             "naive_ratio": round(naive_ms["p50"] / end_to_end["p50"], 1),
-            "precision_at_4": precision}
+            "precision_at_4": precision, "milvus_parity": milvus}
 
 
 def _precision(index, opts: BenchOptions, workdir: Path) -> dict:

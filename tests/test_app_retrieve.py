@@ -1,4 +1,5 @@
-"""The app's /retrieve endpoint through gradio_client, on a tiny database (no classifiers loaded)."""
+"""The app's /retrieve endpoint through gradio_client, on a tiny database (no classifiers loaded),
+searched by the default backend and by Milvus Lite (when installed): the app works on either unchanged."""
 from __future__ import annotations
 
 import pytest
@@ -10,20 +11,25 @@ from gradio_client.exceptions import AppError  # noqa: E402
 from test_retrieval import make_database  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
+@pytest.fixture(scope="module", params=["auto", "milvus"])
+def client(tmp_path_factory, request):
     import webapp
+    from cvdemo.retrieval import milvus_available
     from cvdemo.service import Service
 
+    if request.param == "milvus" and not milvus_available():
+        pytest.skip("pymilvus and milvus-lite are an optional extra (requirements-dev.txt)")
     root = tmp_path_factory.mktemp("app-retrieve")
     database = make_database(root / "db", per_class=3, classes=(0, 1, 7))
     service = Service(checkpoints=root / "no-checkpoints", warm=False, database=database,
-                      retrieval_extractor="pixels")
+                      retrieval_extractor="pixels", retrieval_backend=request.param)
     demo = webapp.build_app(service)
     _, url, _ = webapp.launch(demo, service, prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
                            allowed_paths=[str(root)])
     try:
-        yield Client(url, verbose=False), database, root
+        client = Client(url, verbose=False)
+        client.backend = request.param
+        yield client, database, root
     finally:
         demo.close()
 
@@ -43,6 +49,7 @@ def test_retrieve_returns_ranked_results_and_gallery(client):
     assert [r["distance"] for r in results] == sorted(r["distance"] for r in results)
     assert len(gallery) == 4 and gallery[0]["caption"].startswith("#1 · 7_1.png · class 7")
     assert "mostly class <b>7</b>" in verdict
+    assert ("milvus search" in verdict) == (c.backend == "milvus")
     _, table, _, _ = c.predict(handle_file(str(database / "0" / "0_0.jpg")), 50, api_name="/retrieve")
     assert len(rows(table)) == 9                                                   # k > N: everything
 

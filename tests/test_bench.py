@@ -70,6 +70,15 @@ def test_synthetic_faiss_reports_build_time_and_recall():
     assert 0.5 <= out["faiss_hnsw_300"]["recall_at_4"] <= 1.0     # 300 vectors: HNSW is near exact
 
 
+def test_synthetic_milvus_reports_build_time_recall_and_index_type(tmp_path):
+    pytest.importorskip("pymilvus")
+    out = bench.bench_synthetic(8, numpy_sizes=(), hnsw_sizes=(), flat_sizes=(), n_queries=4,
+                                milvus_sizes=(300,), milvus_queries=3, workdir=tmp_path)
+    entry = out["milvus_300"]
+    assert entry["backend"] == "milvus lite flat" and entry["vectors"] == 300 and entry["n"] == 3
+    assert entry["build_s"] >= 0 and entry["recall_at_4"] == 1.0     # FLAT is exact
+
+
 def test_peak_rss_of_this_process():
     rss = bench.peak_rss_mb(os.getpid())
     if sys.platform.startswith("linux"):
