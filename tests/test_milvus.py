@@ -160,6 +160,16 @@ def test_a_large_collection_switches_to_hnsw(tmp_path, monkeypatch):
     assert recall >= 0.9                         # 300 vectors: HNSW with ef 128 is all but exact
 
 
+@needs_milvus
+def test_new_weights_get_a_new_collection_and_the_stale_one_goes(tmp_path):
+    search = milvus.MilvusSearch(str(tmp_path / "m.db"), prefix="cvdemo_db")
+    old, new = tied_snapshot(tmp_path), tied_snapshot(tmp_path, seed=1)
+    new = Snapshot(tmp_path, "pixels@other-weights@p4", new.entries, new.features, [])
+    first, second = search.sync(old), search.sync(new)
+    assert first.collection != second.collection and second.created
+    assert search.client.list_collections() == [second.collection]
+
+
 def test_without_the_package_the_backend_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
     from cvdemo.cli import main
 

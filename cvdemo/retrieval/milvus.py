@@ -36,6 +36,7 @@ HNSW_EF = 128
 DIGEST_PROPERTY = "cvdemo.digest"
 BATCH_BYTES = 8 * 1024 * 1024  # per insert request (Milvus takes at most 64 MB)
 MILVUS_METRICS = {"euclidean": "L2", "cosine": "COSINE"}
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 
@@ -57,13 +58,18 @@ def default_uri(index_dir: Path) -> str:
     return str(Path(index_dir) / "milvus.db")
 
 
+def collection_family(prefix: str, extractor_key: str) -> str:
+    """The start every collection of this data and extractor shares, whatever the weights."""
+    name = extractor_key.split("@")[0]
+    family = f"{prefix}__{re.sub(r'[^0-9A-Za-z]', '_', name)}__"
+    return family if family[0].isalpha() or family[0] == "_" else f"c_{family}"
+
+
 def collection_name(prefix: str, extractor_key: str, metric: str) -> str:
     """A valid Milvus name (letters, digits, underscores) naming the data, the weights and the metric."""
-    name, version = (extractor_key.split("@") + [""])[:2]
+    version = (extractor_key.split("@") + [""])[1]
     digest = hashlib.sha256(extractor_key.encode()).hexdigest()[:12]
-    raw = f"{prefix}__{name}_{version[:12]}_{digest}_{metric}"
-    clean = re.sub(r"\W", "_", raw)
-    return clean if clean[0].isalpha() or clean[0] == "_" else f"c_{clean}"
+    return collection_family(prefix, extractor_key) + re.sub(r"[^0-9A-Za-z]", "_", f"{version[:12]}_{digest}_{metric}")
 
 
 @dataclass
@@ -100,7 +106,7 @@ class MilvusSearch:
         # pymilvus logs a warning per query iterator against Milvus Lite (no server timestamp)
         logging.getLogger("pymilvus").setLevel(logging.ERROR)
         self.uri = str(uri)
-        self.prefix = re.sub(r"\W", "_", prefix) or "cvdemo"
+        self.prefix = re.sub(r"[^0-9A-Za-z]", "_", prefix)[:64] or "cvdemo"   # names stay under 255
         if not self.uri.startswith(("http://", "https://", "tcp://", "unix:")):
             Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -173,7 +179,7 @@ class MilvusSearch:
             c.flush(name)
         self._ensure_index(name, metric, report.index_type)
         c.alter_collection_properties(name, properties={DIGEST_PROPERTY: snapshot.content_digest})   # the commit
-        self._drop_stale(name, metric)
+        self._drop_stale(name, collection_family(self.prefix, snapshot.extractor_key), metric)
         return report
 
     def _create(self, name: str, dim: int, metric: str, index_type: str) -> None:
@@ -212,12 +218,15 @@ class MilvusSearch:
             it.close()
         return keys
 
-    def _drop_stale(self, name: str, metric: str) -> None:
-        """Collections of the same data and extractor under other weights can never be searched again."""
-        family = name.split("__", 1)[0] + "__" + name.split("__", 1)[1].split("_", 1)[0] + "_"
+    def _drop_stale(self, name: str, family: str, metric: str) -> None:
+        """Collections of the same data and extractor under other weights can never be searched
+        again; dropping them is housekeeping, so a failure is logged and the sync stands."""
         for other in self.client.list_collections():
             if other != name and other.startswith(family) and other.endswith(f"_{metric}"):
-                self.client.drop_collection(other)
+                try:
+                    self.client.drop_collection(other)
+                except Exception as err:
+                    log.warning("could not drop the stale Milvus collection %s: %s", other, _reason(err))
 
     # ------------------------------------------------------------------ search
     def search(self, snapshot: Snapshot, queries: np.ndarray, k: int,
