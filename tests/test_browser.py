@@ -148,6 +148,7 @@ def test_a_bad_file_clears_the_previous_answers(page, server, tmp_path):
     sync_api.expect(page.locator("#retrieve-gallery .caption-label")).to_have_count(0, timeout=10_000)
 
 
+@pytest.mark.slow     # 40 s; test_app_api trains through the same events in the default run
 def test_training_in_the_browser_grows_curves_and_finishes(page, server, tmp_path):
     kind, _, service = server
     if kind != "tiny":

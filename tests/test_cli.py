@@ -195,9 +195,12 @@ def test_error_exits(case, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "o").exists()
 
 
-def test_predict_steps_writes_how_a_photo_was_read(tiny_checkpoints, tmp_path):
-    """``predict --steps DIR``: a PNG for a photo of paper, nothing for a drawing."""
+def test_predict_steps_writes_how_a_photo_was_read(tiny_checkpoints, tmp_path, capsys):
+    """``predict --steps DIR``: a PNG for a photo of paper, nothing for a drawing (in process:
+    the subprocess path of ``predict`` is the test above)."""
     from PIL import Image
+
+    from cvdemo.cli import main
 
     from test_paper import _jpeg, photo
 
@@ -205,9 +208,10 @@ def test_predict_steps_writes_how_a_photo_was_read(tiny_checkpoints, tmp_path):
     phone.write_bytes(_jpeg(photo()))
     drawn = tmp_path / "two.png"
     digit_image(2).save(drawn)
-    proc = run_cli("predict", phone, drawn, "--checkpoints", tiny_checkpoints, "--steps", tmp_path / "steps", "--json")
-    assert proc.returncode == 0, proc.stderr
-    entries = json.loads(proc.stdout)
+    code = main(["predict", str(phone), str(drawn), "--checkpoints", str(tiny_checkpoints),
+                 "--steps", str(tmp_path / "steps"), "--json"])
+    assert code == 0
+    entries = json.loads(capsys.readouterr().out)
     assert entries[0]["photo_steps"] == str(tmp_path / "steps" / "phone_steps.png") and entries[1]["photo_steps"] is None
     assert Image.open(entries[0]["photo_steps"]).format == "PNG"
     assert list((tmp_path / "steps").iterdir()) == [tmp_path / "steps" / "phone_steps.png"]
