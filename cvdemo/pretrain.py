@@ -78,7 +78,7 @@ def pretrain_backbone(backbone: str = "mobilenet_v2", epochs: int = 30,
     return meta
 
 
-def pretrain_cnn(model: str = "scratch", epochs: int = 20, out: Path = config.CHECKPOINT_DIR,
+def pretrain_cnn(model: str = "scratch", epochs: int = 40, out: Path = config.CHECKPOINT_DIR,
                  on_event: OnEvent | None = None, stop: threading.Event | None = None,
                  seed: int = config.SEED, tag: str = "digits_all", per_class: int | None = None) -> dict:
     """Train a registry CNN (``scratch``) on the MNIST pool of ``OWN_WEIGHTS[tag]`` and save it as

@@ -13,7 +13,7 @@ def run(args) -> int:
     from ..pretrain import pretrain_backbone, pretrain_cnn
 
     digits = OWN_WEIGHTS[args.weights]
-    epochs = args.epochs or (20 if args.backbone == "scratch" else 30)
+    epochs = args.epochs or (40 if args.backbone == "scratch" else 30)
     with bar(epochs, f"pretraining {args.backbone} on digits {min(digits)}-{max(digits)}", "epoch") as progress:
         def on_event(event):
             if event["kind"] == "epoch":
@@ -34,7 +34,7 @@ def run(args) -> int:
 def register(sub) -> None:
     """Add ``python -m cvdemo pretrain``."""
     p = sub.add_parser("pretrain", help="pretrain the offline 'digits' backbone on MNIST digits 3-9")
-    p.add_argument("--epochs", type=int, default=None, help="default: 30 for a backbone, 20 for scratch")
+    p.add_argument("--epochs", type=int, default=None, help="default: 30 for a backbone, 40 for scratch")
     p.add_argument("--backbone", default="mobilenet_v2", choices=[*sorted(BACKBONES), "scratch"],
                    help="scratch: the scratch CNN, saved whole as checkpoints/pretrained_scratch_<weights>.keras "
                         "(with --weights digits_all: retrieval's default extractor)")
