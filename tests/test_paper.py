@@ -83,6 +83,19 @@ def test_the_digit_is_found_on_ruled_paper_on_a_table():
     assert not steps.sheet[: st - 3].any() and not steps.sheet[:, : sl - 3].any()
 
 
+def test_a_slanted_margin_line_is_not_taken_for_the_digit():
+    """A notebook's margin line runs the sheet's whole height, here at a slant and darker than a
+    pencil 1: the long thin straight stroke loses to the digit."""
+    image = photo(table=True, digit=None)
+    draw = ImageDraw.Draw(image)
+    draw.line((250, 50, 285, 430), fill=(200, 40, 40), width=4)
+    draw.line((380, 180, 377, 260), fill=(140, 140, 150), width=5)      # a pencil 1
+    steps = prepare(_jpeg(image)).steps
+    top, bottom, left, right = steps.box
+    f = steps.picture.shape[1] / 640
+    assert abs((left + right) / 2 - 378 * f) < 10 * f and bottom - top > 3 * (right - left)
+
+
 def test_squared_paper_turned_is_levelled_by_its_lines():
     steps = prepare(_jpeg(photo(ruling="squared", tilt=6))).steps
     assert abs(abs(steps.angle) - 6) <= 1

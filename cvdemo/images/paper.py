@@ -250,6 +250,18 @@ def suppress_lines(ink: np.ndarray, ruling: Ruling = Ruling(0.0, True, True)) ->
     return lines, ink
 
 
+def _line_like(group: np.ndarray, shape: tuple[int, int]) -> bool:
+    """A long thin straight stroke at any angle (a margin line, a sheet's edge seen at a slant):
+    its principal axes give length and thickness (a uniform bar of length L has a spread of
+    L / 3.46 along it)."""
+    ys, xs = np.nonzero(group)
+    if len(ys) < 10:
+        return False
+    cov = np.cov(np.stack([ys, xs]).astype(np.float64))
+    small, large = np.sqrt(np.maximum(np.linalg.eigvalsh(cov), 0.0)) * 3.46
+    return large > 0.6 * min(shape) and large > 12 * max(small, 1.0)
+
+
 def _score(box, mass: float, filled: float, masses, boxes, shape: tuple[int, int]) -> float:
     """How much a group of strokes looks like the digit: its ink, weighed by nearness to the
     centre, and nearly nothing for what a sheet, a table or a margin draws."""
@@ -295,6 +307,9 @@ def choose_digit(ink: np.ndarray) -> np.ndarray:
     boxes = ndimage.find_objects(groups)
     filled = ndimage.sum_labels(mask, groups, index=np.arange(1, n + 1))
     scores = [_score(box, masses[i], filled[i], masses, boxes, (h, w)) for i, box in enumerate(boxes)]
+    for i, box in enumerate(boxes):     # longer than a digit gets, straight and thin, at any angle
+        if scores[i] > 0 and _line_like(mask[box] & (groups[box] == i + 1), (h, w)):
+            scores[i] *= 0.05
     best = int(np.argmax(scores)) + 1
     chosen = mask & (groups == best)
     # within the digit, what is much fainter than its own strokes is shading or a line's remnant
