@@ -82,6 +82,18 @@ def test_index_upserts_and_deletes_by_content_hash(tmp_path):
 
 
 @needs_milvus
+def test_an_empty_database_then_its_first_images(tmp_path):
+    database = tmp_path / "db"
+    database.mkdir()
+    index = FeatureIndex(database, "pixels", backend="milvus")
+    assert index.update().milvus["inserted"] == 0
+    assert index.search(digit_image(1, 2), 4)[1] == []
+    make_database(database, per_class=1)
+    assert index.update().milvus["inserted"] == 3
+    assert index.search(database / "1" / "1_0.jpg", 1)[1][0].path.name == "1_0.jpg"
+
+
+@needs_milvus
 def test_a_lost_collection_is_rebuilt_from_the_manifest_without_extracting(tmp_path):
     database = make_database(tmp_path / "db")
     FeatureIndex(database, "pixels", backend="milvus").update()

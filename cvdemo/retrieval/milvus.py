@@ -123,6 +123,8 @@ class MilvusSearch:
         _milvus_metric(metric)
         name = collection_name(self.prefix, snapshot.extractor_key, metric)
         started = time.perf_counter()
+        if len(snapshot.entries) == 0:      # nothing to search, and no vector to size a collection by
+            return SyncReport(name)
         with self._lock:
             last = self._synced.get(name)
             if last is not None and last.content_digest == snapshot.content_digest:
@@ -156,8 +158,7 @@ class MilvusSearch:
             else:
                 present, report.checked = self._all_keys(name), True
         else:
-            self._create(name, snapshot.features.shape[1] if snapshot.features.ndim == 2 else 0, metric,
-                         report.index_type)
+            self._create(name, snapshot.features.shape[1], metric, report.index_type)
             present, report.created = set(), True
         # from here until the new digest is written the collection is in between: say so first, so a
         # sync cut short (a killed process) is diffed by the next one instead of trusted
@@ -187,7 +188,7 @@ class MilvusSearch:
 
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("sha", DataType.VARCHAR, is_primary=True, max_length=64)
-        schema.add_field("vec", DataType.FLOAT_VECTOR, dim=max(1, dim))
+        schema.add_field("vec", DataType.FLOAT_VECTOR, dim=dim)
         self.client.create_collection(name, schema=schema, index_params=self._index_params(metric, index_type))
 
     def _index_params(self, metric: str, index_type: str):
