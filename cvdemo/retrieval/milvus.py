@@ -107,10 +107,14 @@ class MilvusSearch:
         logging.getLogger("pymilvus").setLevel(logging.ERROR)
         self.uri = str(uri)
         self.prefix = re.sub(r"[^0-9A-Za-z]", "_", prefix)[:64] or "cvdemo"   # names stay under 255
+        options = {}
         if not self.uri.startswith(("http://", "https://", "tcp://", "unix:")):
             Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+            # Milvus Lite serves in this process: pymilvus's keepalive ping every 10 s during a
+            # call of minutes (an HNSW build) only earns "too_many_pings" GOAWAYs from its server
+            options["grpc_options"] = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": 0}
         try:
-            self.client = MilvusClient(uri=self.uri, timeout=timeout)
+            self.client = MilvusClient(uri=self.uri, timeout=timeout, **options)
         except Exception as err:          # pymilvus raises its own and grpc errors alike
             raise MilvusError(f"cannot reach Milvus at {self.uri}: {_reason(err)}") from None
         self._lock = threading.Lock()
