@@ -223,6 +223,18 @@ def test_analyze_tab_loads_when_opened(page, server):
     sync_api.expect(per_class).to_contain_text("0_digits", timeout=20_000)
     sync_api.expect(page.locator("#analyze-figures .caption-label").first).to_be_visible(timeout=20_000)
     sync_api.expect(page.locator("#analyze-tsne3d .js-plotly-plot").first).to_be_attached(timeout=20_000)
+    # the wheel over the 3D plot scrolls the page instead of zooming the scene to a dot
+    plot = page.locator("#analyze-tsne3d .js-plotly-plot").first
+    assert plot.evaluate("el => el._context.scrollZoom") is False
+    plot.scroll_into_view_if_needed()
+    box = plot.bounding_box()
+    camera = plot.evaluate("el => JSON.stringify(el._fullLayout.scene.camera.eye)")
+    before = page.evaluate("document.scrollingElement.scrollTop")
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -300)                   # up: the plot may sit at the page's bottom
+    page.wait_for_timeout(500)
+    assert plot.evaluate("el => JSON.stringify(el._fullLayout.scene.camera.eye)") == camera
+    assert page.evaluate("document.scrollingElement.scrollTop") < before
     sync_api.expect(page.locator("#analyze-status")).to_contain_text("Evaluated on")
 
 

@@ -24,6 +24,7 @@ from .context import Shared
 from .tabs import analyze, classify, retrieve, train
 
 STATIC = Path(__file__).resolve().parent / "static"
+PAGE_SCRIPTS = ("keep_brush.js", "wheel_scrolls_page.js")   # run once on page load, in this order
 
 
 def build_app(service: Service) -> gr.Blocks:
@@ -77,7 +78,7 @@ def launch(demo: gr.Blocks, service: Service | None = None, **kwargs):
         allowed_paths=sorted({str(p) for p in folders}),
         theme=gr.themes.Soft(),
         css=(STATIC / "style.css").read_text(),
-        js=(STATIC / "keep_brush.js").read_text(),
+        js="() => {" + "".join(f"({(STATIC / name).read_text().strip()})();" for name in PAGE_SCRIPTS) + "}",
         footer_links=["api", "gradio"],
     )
     options.update(kwargs)

@@ -3,10 +3,12 @@ the session's model set (computed once per set, then cached on disk). Loads when
 from __future__ import annotations
 
 import html
+import json
 from types import SimpleNamespace
 
 import gradio as gr
 import pandas as pd
+from gradio.components.plot import PlotData
 from PIL import Image
 
 from cvdemo.config import class_display_name as short
@@ -19,11 +21,15 @@ COMPARISON_HEADERS = ["model", "accuracy", "macro_f1", "ece", "params", "train_s
 PER_CLASS_HEADERS = ["model", "class", "precision", "recall", "f1", "support"]
 
 
-def tsne3d(analysis, model: str):
-    """The 3D t-SNE figure with its legend below the scene: beside it, the legend takes half a phone."""
+def tsne3d(analysis, model: str) -> PlotData:
+    """The 3D t-SNE figure with its legend below the scene (beside it, the legend takes half a
+    phone) and without wheel zoom: plotly turns it on for 3D scenes, and a page scrolled past the
+    plot would zoom it to a dot. gr.Plot passes a ``config`` in the figure's JSON to plotly."""
     figure = analysis.tsne3d_plot(model)
     figure.update_layout(legend={"orientation": "h", "yanchor": "top", "y": 0, "x": 0})
-    return figure
+    document = json.loads(figure.to_json())
+    document["config"] = {"scrollZoom": False}
+    return PlotData(type="plotly", plot=json.dumps(document))
 
 
 def figure_gallery(analysis) -> list[tuple]:
