@@ -111,6 +111,7 @@ train(Path(sys.argv[1]), ("scratch",), TrainConfig(epochs=200, batch_size=6, aug
 """
 
 
+@pytest.mark.slow     # a kill test, like the others here: -m slow
 def test_kill_during_training_leaves_the_old_checkpoint(tiny_checkpoints, tmp_path):
     import shutil
 
@@ -188,6 +189,7 @@ def database(tmp_path) -> Path:
     return make_database(tmp_path / "db", per_class=3, classes=(0, 1, 7))
 
 
+@pytest.mark.slow     # a kill test, like the others here: -m slow
 def test_kill_during_index_updates_keeps_a_usable_index(database, tmp_path):
     from cvdemo.retrieval import FeatureIndex
 
@@ -238,6 +240,7 @@ for i in itertools.count(int(sys.argv[4])):       # new content every time: neve
 """
 
 
+@pytest.mark.slow     # a kill test, like the others here: -m slow
 def test_kill_while_adding_images_leaves_whole_files_and_index(database, tmp_path):
     from cvdemo.images import decode
     from cvdemo.service import Service
