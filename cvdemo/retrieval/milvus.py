@@ -8,8 +8,8 @@ lost, stale or half-written collection is repaired from the manifest's features 
 ever extracted again. The snapshot's digest is stored as a collection property once a sync
 completes: a collection whose property or row count disagrees is diffed, never trusted.
 
-Searches ask Milvus for candidates and rank them by the exact float64 distance of
-:func:`search._exact`, ties broken by row position, so on a FLAT index the order is numpy's.
+Searches ask Milvus for candidates and rank them with :func:`search.rank_exactly` (float64
+distance, ties broken by row position), so on a FLAT index the order is numpy's.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from .search import _exact
+from .search import rank_exactly, rounding_margin
 
 if TYPE_CHECKING:
     from .snapshot import Snapshot
@@ -265,17 +265,14 @@ class MilvusSearch:
                                           search_params=self._search_params(name, metric, limit))[0]
             except Exception as err:
                 raise MilvusError(f"Milvus at {self.uri} refused a search of {name}: {_reason(err)}") from None
-            candidates = np.array(sorted(p for hit in hits for p in rows_of.get(hit.id, ())), np.int64)
-            exact = _exact(query, snapshot.features[candidates], metric)
-            order = np.lexsort((candidates, exact))
-            if limit >= min(distinct, MAX_TOP_K) or len(order) < k:
+            candidates = np.array([p for hit in hits for p in rows_of.get(hit.id, ())], np.int64)
+            ranked, exact = rank_exactly(query, snapshot.features, candidates, metric)
+            if limit >= min(distinct, MAX_TOP_K) or len(ranked) < k:
                 break
-            scale = 2.0 if metric == "cosine" else float(np.sqrt(exact.max() ** 2 + 1.0))
-            if exact[order[-1]] > exact[order[k - 1]] + 1e-3 * scale:
+            if exact[-1] > exact[k - 1] + rounding_margin(metric, float(exact[-1])):
                 break
             limit = min(distinct, MAX_TOP_K, limit * 4)
-        order = order[:k]
-        return candidates[order], exact[order].astype(np.float32)
+        return ranked[:k], exact[:k].astype(np.float32)
 
     def _search_params(self, name: str, metric: str, limit: int) -> dict:
         params = {"ef": max(HNSW_EF, limit)} if self._index_types.get(name) == "HNSW" else {}

@@ -69,6 +69,21 @@ def _exact(query: np.ndarray, rows: np.ndarray, metric: str) -> np.ndarray:
     return np.sqrt(((x - q) ** 2).sum(axis=1))
 
 
+def rounding_margin(metric: str, largest: float) -> float:
+    """How far float32 distances up to ``largest`` may be off: candidates within it of the k-th
+    are ranked again exactly."""
+    return 1e-3 * (2.0 if metric == "cosine" else float(np.sqrt(largest ** 2 + 1.0)))
+
+
+def rank_exactly(query: np.ndarray, features: np.ndarray, candidates: np.ndarray,
+                 metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """``candidates`` (row positions) ordered by float64 distance to ``query``, ties by position:
+    (positions, distances). Every backend ranks through this, so they agree where they are exact."""
+    exact = _exact(query, features[candidates], metric)
+    order = np.lexsort((candidates, exact))
+    return candidates[order], exact[order]
+
+
 def top_k(queries: np.ndarray, features: np.ndarray, k: int, metric: str = "euclidean",
           sq_norms: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest rows of ``features`` for each query: (positions, distances), each (Q, min(k, N)).
@@ -86,15 +101,12 @@ def top_k(queries: np.ndarray, features: np.ndarray, k: int, metric: str = "eucl
     distances = np.zeros((len(queries), kk), np.float32)
     if kk == 0:
         return positions, distances
-    scale = 2.0 if metric == "cosine" else float(np.sqrt(approx.max(initial=0.0) ** 2 + 1.0))
-    margin = 1e-3 * scale
+    margin = rounding_margin(metric, float(approx.max(initial=0.0)))
     for row, (query, d) in enumerate(zip(queries, approx)):
         kth = np.partition(d, kk - 1)[kk - 1] if kk < n else np.inf
-        candidates = np.flatnonzero(d <= kth + margin)
-        exact = _exact(query, features[candidates], metric)
-        order = np.lexsort((candidates, exact))[:kk]
-        positions[row] = candidates[order]
-        distances[row] = exact[order]
+        ranked, exact = rank_exactly(query, features, np.flatnonzero(d <= kth + margin), metric)
+        positions[row] = ranked[:kk]
+        distances[row] = exact[:kk]
     return positions, distances
 
 
