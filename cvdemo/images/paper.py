@@ -262,11 +262,13 @@ def _line_like(group: np.ndarray, shape: tuple[int, int]) -> bool:
     return large > 0.6 * min(shape) and large > 12 * max(small, 1.0)
 
 
-def _score(box, mass: float, filled: float, masses, boxes, shape: tuple[int, int]) -> float:
-    """How much a group of strokes looks like the digit: its ink, weighed by nearness to the
-    centre, and nearly nothing for what a sheet, a table or a margin draws."""
+def _score(box, group: np.ndarray, mass: float, masses, boxes, shape: tuple[int, int]) -> float:
+    """How much a group of strokes (``group``: its pixels within ``box``) looks like the digit:
+    its ink, weighed by nearness to the centre, and nearly nothing for what a sheet, a table or a
+    margin draws."""
     h, w = shape
     ys, xs = box
+    filled = np.count_nonzero(group)
     cy, cx = (ys.start + ys.stop) / 2 / h - 0.5, (xs.start + xs.stop) / 2 / w - 0.5
     score = mass * np.exp(-(cy * cy + cx * cx) / (2 * 0.3 ** 2))
     if ys.start <= 1 or xs.start <= 1 or ys.stop >= h - 1 or xs.stop >= w - 1:
@@ -277,6 +279,8 @@ def _score(box, mass: float, filled: float, masses, boxes, shape: tuple[int, int
         score *= 0.05           # longer than a digit gets in a photo: an edge or a margin
     if wide > 0.25 * w and tall * 6 < wide:
         score *= 0.02           # a long flat line on its own: a sheet's edge or its shadow
+    if _line_like(group, shape):
+        score *= 0.05           # longer than a digit gets, straight and thin, at any angle
     if extent > 0.4 * h * w and filled < 0.04 * extent:
         score *= 0.05           # a hollow frame round everything: the sheet's outline, not a digit
     inside = [m for m, b in zip(masses, boxes) if b is not box and b[0].start > ys.start and b[0].stop < ys.stop
@@ -305,11 +309,8 @@ def choose_digit(ink: np.ndarray) -> np.ndarray:
         raise NoInkError(BLANK)
     masses = ndimage.sum_labels(np.where(mask, ink, 0), groups, index=np.arange(1, n + 1))
     boxes = ndimage.find_objects(groups)
-    filled = ndimage.sum_labels(mask, groups, index=np.arange(1, n + 1))
-    scores = [_score(box, masses[i], filled[i], masses, boxes, (h, w)) for i, box in enumerate(boxes)]
-    for i, box in enumerate(boxes):     # longer than a digit gets, straight and thin, at any angle
-        if scores[i] > 0 and _line_like(mask[box] & (groups[box] == i + 1), (h, w)):
-            scores[i] *= 0.05
+    scores = [_score(box, mask[box] & (groups[box] == i + 1), masses[i], masses, boxes, (h, w))
+              for i, box in enumerate(boxes)]
     best = int(np.argmax(scores)) + 1
     chosen = mask & (groups == best)
     # within the digit, what is much fainter than its own strokes is shading or a line's remnant
