@@ -24,6 +24,7 @@ from cvdemo.fsutil import atomic_write_bytes
 
 from .markdown import markdown
 from .models import bench_classify, bench_preprocess, bench_robustness, bench_train, write_sketch
+from .novelty import bench_novelty
 from .options import FULL, MODELS, QUICK, SECTIONS, BenchOptions, percentile, summarize
 from .retrieval import bench_retrieval, bench_synthetic
 from .serving import bench_app, peak_rss_mb
@@ -109,7 +110,7 @@ def run(opts: BenchOptions = FULL, progress: Callable[[int, int, str], None] | N
 def _step_counts(opts: BenchOptions) -> dict[str, int]:
     """How many progress ticks each section makes."""
     sizes = set(opts.numpy_sizes) | set(opts.hnsw_sizes) | set(opts.flat_sizes)
-    return {"train": len(MODELS) * opts.train_repeats, "robustness": 1, "preprocess": 1, "classify": 1,
+    return {"train": len(MODELS) * opts.train_repeats, "robustness": 1, "novelty": 1, "preprocess": 1, "classify": 1,
             "app": opts.cold_starts + 2,
             "retrieval": (opts.index_repeats + 2 + len(sizes) + len(opts.hnsw_sizes) + len(opts.flat_sizes)
                           + len(opts.milvus_sizes) + 1)}
@@ -121,6 +122,8 @@ def _measure(section: str, opts: BenchOptions, document: dict, workdir: Path, sk
         document["train"] = bench_train(opts, tick)
     elif section == "robustness":
         document["robustness"] = bench_robustness(Path(opts.checkpoints), workdir)
+    elif section == "novelty":
+        document["novelty"] = bench_novelty(Path(opts.checkpoints), workdir)
     elif section == "preprocess":
         document["preprocess_ms"] = bench_preprocess(workdir, opts.classify_repeats)
     elif section == "classify":

@@ -33,7 +33,8 @@ def _status(document: dict, name: str) -> str:
 def markdown(document: dict) -> str:
     """The benchmark as Markdown: the machine, then one table of figures with targets."""
     lines = _header(document) + ["| Figure | Median | Min–max | Target |", "|---|---:|---:|---|"]
-    lines += _training_rows(document) + _robustness_rows(document) + _classify_rows(document)
+    lines += _training_rows(document) + _robustness_rows(document) + _novelty_rows(document)
+    lines += _classify_rows(document)
     lines += _retrieval_rows(document) + _scaling_rows(document)
     if document.get("errors"):
         lines += ["", "## Sections that failed", ""]
@@ -104,6 +105,37 @@ def _robustness_rows(document: dict) -> list[str]:
                                   pre["phone_12mp"], "preprocess a 12 MP phone photo p50", digits=1))
         lines.append(_latency_row(document, "… a 280-px sketch, same run", pre["sketch"], "", digits=2))
         lines.append(_latency_row(document, "… a 100-px scan, same run", pre["scan_100px"], "", digits=2))
+    return lines
+
+
+def _novelty_rows(document: dict) -> list[str]:
+    """Novelty ("not one of 0, 1, 2"): AUROC per model and method, rejection rates, looks_like, the probe."""
+    found = document.get("novelty")
+    if not found:
+        return []
+    lines: list[str] = []
+    for model, entry in found["models"].items():
+        methods = ", ".join(f"{method} {value:.3f}" for method, value in entry["auroc"].items())
+        lines.append(f"| Novelty AUROC, held-out 3-9 vs 0-2, {model} ({methods}) | {entry['auroc']['knn']:.3f} | | "
+                     f"{_status(document, 'novelty AUROC, 3-9 vs 0-2 (best model)') if model == found['best']['model'] else ''} |")
+    verdict = found["set"]
+    auroc_target = _status(document, "novelty AUROC, 3-9 vs 0-2 (the app's verdict)")
+    lines.append(f"| … the app's verdict ({' + '.join(verdict['models'])} combined) | {verdict['auroc']:.3f} | | "
+                 f"{auroc_target} |")
+    for name, share in verdict["rejected"].items():
+        known = name in ("validation", "writers", "fonts", "canvas", "styles", "paper", "paper_table", "database")
+        title = f"genuine 0-2 rejected, {name}" if known else f"{name} rejected"
+        per_model = ", ".join(f"{m} {e['rejected'].get(name, 0):.0%}" for m, e in found["models"].items())
+        target = _status(document, f"{title} (the app's verdict)")
+        lines.append(f"| {title.capitalize()} ({found['n'].get(name, '')} images; {per_model}) | {share:.1%} | | {target} |")
+    digits_target = _status(document, "3-9 rejected (the app's verdict)")
+    lines.append(f"| 3-9 rejected, all sources | {verdict['rejected_3_9']:.1%} | | {digits_target} |")
+    looks = found["looks_like"]
+    if looks.get("right") is not None:
+        lines.append(f"| looks_like right on rejected 3-9 ({looks['n']}) | {looks['right']:.1%} | | "
+                     f"{_status(document, 'looks_like right on rejected 3-9')} |")
+    lines.append(_latency_row(document, "Robustness probe, 2 models x 4 transforms x 25 steps", found["probe_ms"],
+                              "probe: 2 models x 4 transforms x 25 steps p50"))
     return lines
 
 

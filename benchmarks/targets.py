@@ -32,6 +32,15 @@ TARGETS = (
     *(Target(f"best model on {name}", ("robustness", name, "best"), ">=", 0.97) for name in ("paper", "paper_table")),
     *(Target(f"retrieval precision@4, {name} queries", ("retrieval", "precision_at_4", name, "overall"), ">=", 0.95)
       for name in ("fonts", "styles", "paper", "paper_table")),
+    Target("novelty AUROC, 3-9 vs 0-2 (best model)", ("novelty", "best", "auroc_knn"), ">=", 0.97),
+    Target("novelty AUROC, 3-9 vs 0-2 (the app's verdict)", ("novelty", "set", "auroc"), ">=", 0.97),
+    *(Target(f"genuine 0-2 rejected, {name} (the app's verdict)", ("novelty", "set", "rejected", name), "<=", 0.03)
+      for name in ("validation", "writers", "fonts", "canvas")),
+    Target("3-9 rejected (the app's verdict)", ("novelty", "set", "rejected_3_9"), ">=", 0.90),
+    *(Target(f"{name} rejected (the app's verdict)", ("novelty", "set", "rejected", name), ">=", 0.95)
+      for name in ("letters", "scribbles", "shapes")),
+    Target("looks_like right on rejected 3-9", ("novelty", "looks_like", "right"), ">=", 0.90),
+    Target("probe: 2 models x 4 transforms x 25 steps p50", ("novelty", "probe_ms", "p50"), "<=", 300, "ms"),
     Target("preprocess a 12 MP phone photo p50", ("preprocess_ms", "phone_12mp", "p50"), "<=", 60, "ms"),
     Target("classify in process p50", ("classify_ms", "in_process", "p50"), "<=", 20, "ms"),
     Target("classify over HTTP p50", ("classify_ms", "http", "p50"), "<=", 150, "ms"),

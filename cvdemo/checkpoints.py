@@ -89,6 +89,21 @@ def save(model, meta: dict, directory: Path, name: str) -> Path:
     return model_path
 
 
+def update_meta(directory: Path, name: str, changes: dict) -> dict:
+    """Add or replace metadata keys of a checkpoint without touching its model file.
+
+    The JSON is rewritten atomically and still names the same model hash, so a crash leaves
+    either the old metadata or the new, both consistent with the model. Returns the new metadata.
+    """
+    model_path, meta_path = paths_for(directory, name)
+    meta = json.loads(meta_path.read_text())
+    if meta.get("model_sha256") not in (None, sha256_file(model_path)):
+        raise CheckpointError(f"{model_path.name} does not match {meta_path.name}; not updating it.")
+    meta.update(changes)
+    atomic_write_bytes(meta_path, to_json(meta).encode())
+    return meta
+
+
 def _keep_previous(directory: Path, name: str) -> None:
     model_path, meta_path = paths_for(directory, name)
     prev_model, prev_meta = paths_for(directory, f"{name}.prev")

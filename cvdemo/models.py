@@ -125,6 +125,8 @@ def split_finetuned(model: keras.Model) -> tuple[keras.Model, keras.Model]:
 def compiled_inference(model: keras.Model, input_shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
     """``model(x, training=False)`` traced once for any batch size, warmed up and safe from threads.
 
+    A model with several outputs gives a list of arrays.
+
     Eager calls pay Python overhead per layer and ``predict`` retraces under concurrent callers;
     tracing here, before any request, means no tracing ever happens under load.
     """
@@ -134,6 +136,7 @@ def compiled_inference(model: keras.Model, input_shape: tuple[int, ...]) -> Call
                      input_signature=[tf.TensorSpec((None, *input_shape), tf.float32)])
     fn(np.zeros((1, *input_shape), np.float32))
 
-    def infer(batch: np.ndarray) -> np.ndarray:
-        return fn(np.asarray(batch, np.float32)).numpy()
+    def infer(batch: np.ndarray):
+        out = fn(np.asarray(batch, np.float32))
+        return [t.numpy() for t in out] if isinstance(out, (list, tuple)) else out.numpy()
     return infer

@@ -231,12 +231,17 @@ def _meta(name, model, prepared: Prepared, cfg: TrainConfig, history: dict, seco
           weights: str | None, backbone: str | None, extra: dict | None = None) -> dict:
     from .backbones import describe_weights
     from .evaluate import evaluate_model
+    from .explain.calibrate import fit_model
 
     arrays = prepared.arrays
     scores = evaluate_model(model, prepared.x_val, prepared.y_val, arrays.class_names)
     scores.pop("probabilities")
+    family = name if name in ("scratch", "lenet") else "finetuned"
+    # fitted on this run's split: the bank from training images, the threshold from validation
+    val_files = [str(arrays.paths[i].relative_to(prepared.root)) for i in prepared.val_idx]
+    novelty = fit_model(model, family, arrays.profile, prepared.x_train, prepared.x_val, val_files)
     return {
-        "model": name if name in ("scratch", "lenet") else "finetuned",
+        "model": family,
         "class_names": arrays.class_names,
         "input_shape": list(arrays.images.shape[1:]),
         "profile": arrays.profile,
@@ -251,13 +256,14 @@ def _meta(name, model, prepared: Prepared, cfg: TrainConfig, history: dict, seco
         "data": {"root": _portable(prepared.root), "fingerprint": prepared.fingerprint,
                  "n_train": int(len(prepared.train_idx)), "n_val": int(len(prepared.val_idx)),
                  "counts": prepared.counts(),
-                 "val_files": [str(arrays.paths[i].relative_to(prepared.root)) for i in prepared.val_idx]},
+                 "val_files": val_files},
         "split": {"val_fraction": cfg.val_fraction, "seed": cfg.seed},
         "train_config": asdict(cfg),
         "val_accuracy": scores["accuracy"],
         "macro_f1": scores["macro_f1"],
         "metrics": scores,
         "history": history,
+        "novelty": novelty.to_meta(),
         **(extra or {}),
     }
 

@@ -49,6 +49,9 @@ def test_classify_returns_every_model_with_probabilities(client, server, digit_f
     classes = server[1].model_set().class_names
     assert set(result) == {"scratch", "finetuned"}
     for answer in result.values():
+        assert set(answer) == {"label", "probabilities", "known", "novelty", "looks_like"}
+        assert isinstance(answer["known"], bool) and answer["novelty"] >= 0
+        assert answer["looks_like"] is None or isinstance(answer["looks_like"], str)
         assert answer["label"] in classes
         assert set(answer["probabilities"]) == set(classes)
         assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)

@@ -105,10 +105,11 @@ def test_predict_command_json(tiny_checkpoints, tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     entries = json.loads(proc.stdout)                                   # stdout is JSON only
     assert [e["image"] for e in entries[:2]] == [str(good), str(bad)]
-    assert set(entries[0]) == {"image", "models"}
+    assert set(entries[0]) == {"image", "models", "looks_like"}
     assert {"scratch", "finetuned"} <= set(entries[0]["models"])
     for answer in entries[0]["models"].values():
-        assert set(answer) == {"label", "probabilities"}
+        assert set(answer) == {"label", "probabilities", "known", "novelty", "looks_like"}
+        assert isinstance(answer["known"], bool) and answer["novelty"] >= 0
         assert set(answer["probabilities"]) == {"0_digits", "1_digits", "2_digits"}
         assert sum(answer["probabilities"].values()) == pytest.approx(1, abs=1e-3)
         assert answer["label"] == max(answer["probabilities"], key=answer["probabilities"].get)

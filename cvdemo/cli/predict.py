@@ -30,7 +30,7 @@ def run(args) -> int:
 
     def answer(image: str) -> dict:
         result = service.classify(image)
-        entry = {"models": result.as_dict()}
+        entry = {"models": result.as_dict(), "looks_like": result.looks_like.label if result.looks_like else None}
         if steps_dir is not None:
             entry["photo_steps"] = _write_steps(result, Path(image), steps_dir)
         return entry
@@ -38,6 +38,7 @@ def run(args) -> int:
     entries, failed = answer_each(args.images, "image", answer, (ImageError,))
     emit(entries, args.json, (f"{e['image']}: error: {e['error']}" if "error" in e else f"{e['image']}: " + ", ".join(
         f"{name}={m['label']} ({m['probabilities'][m['label']]:.2f})" for name, m in e["models"].items())
+        + (f"; not one of the known classes, looks like {e['looks_like']}" if e.get("looks_like") else "")
         + (f"; photo steps: {e['photo_steps']}" if e.get("photo_steps") else "")
         for e in entries))
     return 1 if failed else 0

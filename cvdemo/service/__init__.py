@@ -28,10 +28,11 @@ from ..images import DECODE_SIDE, ImageError, decode, prepare, to_display
 from ..progress import RunProgress
 from ..retrieval.milvus import MilvusError
 from .analyses import Analyses
+from .explaining import Explaining
 from .jobs import BusyError, NothingFinished, TrainingJob
-from .sets import Classification, ModelAnswer, ModelSet, ServedModel
+from .retrieving import Retrieval
+from .sets import SHIPPED, Classification, ModelAnswer, ModelSet, ServedModel
 
-SHIPPED = "shipped"
 TRAINABLE = ("scratch", "finetuned")          # what the app's Train tab may train
 WEIGHT_SOURCES = ("digits", "imagenet", "none")
 # The errors whose message is meant for the person who caused them (shown as they are).
@@ -42,7 +43,7 @@ __all__ = ["BACKBONES", "RunProgress", "SHIPPED", "TRAINABLE", "USER_ERRORS", "B
            "TrainingJob", "to_display"]
 
 
-class Service:
+class Service(Retrieval, Explaining):
     """Loaded models and jobs for one process. Thread-safe."""
 
     def __init__(self, checkpoints: Path = config.CHECKPOINT_DIR, runs: Path = config.RUNS_DIR,
@@ -120,8 +121,13 @@ class Service:
         return model_set
 
     # ------------------------------------------------------------------ classify
-    def classify(self, source: Any, set_id: str = SHIPPED, name: str | None = None) -> Classification:
-        """Decode once, preprocess once per input profile, run every model of the set."""
+    def classify(self, source: Any, set_id: str = SHIPPED, name: str | None = None,
+                 looks_like: bool = True) -> Classification:
+        """Decode once, preprocess once per input profile, run every model of the set.
+
+        When the models reject the input as none of their classes, ``looks_like`` asks the
+        retrieval database what it resembles instead.
+        """
         model_set = self.model_set(set_id)
         decoded = decode(source, name=name, max_side=DECODE_SIDE)
         inputs: dict[tuple, np.ndarray] = {}
@@ -134,13 +140,20 @@ class Service:
             if key not in inputs:
                 prepared = prepare(decoded.image, served.checkpoint.profile, size=shape[0])
                 inputs[key], steps = prepared.array, steps or prepared.steps
-            proba = served(inputs[key][None])[0]
+            probabilities, novelty = served.answer(inputs[key][None])
+            proba = probabilities[0]
             ms = (time.perf_counter() - started) * 1000
             classes = served.checkpoint.class_names
             answers[model_name] = ModelAnswer(
                 model_name, classes[int(proba.argmax())],
-                {c: float(p) for c, p in zip(classes, proba)}, ms, served.weights_label, inputs[key])
-        return Classification(answers, set_id, steps)
+                {c: float(p) for c, p in zip(classes, proba)}, ms, served.weights_label, inputs[key],
+                None if novelty is None else float(novelty[0]),
+                None if novelty is None else bool(novelty[0] <= 1.0))
+        result = Classification(answers, set_id, steps, set_threshold=model_set.novelty_threshold)
+        if looks_like and result.known is False:
+            digits = inputs.get(("digits", (config.DIGIT_SIZE, config.DIGIT_SIZE, 1)))
+            result.looks_like = self.looks_like(decoded.image if digits is None else digits)
+        return result
 
     # ------------------------------------------------------------------ training
     def start_training(self, data_dir: Path, model_names: tuple[str, ...], cfg: TrainConfig = TrainConfig(),
@@ -250,78 +263,6 @@ class Service:
     @property
     def training(self) -> bool:
         return self._train_lock.locked()
-
-    # ------------------------------------------------------------------ retrieval
-    def retrieval_index(self):
-        """The database's feature index (cvdemo.retrieval.FeatureIndex), created on first use."""
-        from ..retrieval import FeatureIndex
-
-        with self._retrieval_lock:
-            if self._retrieval is None:
-                self._retrieval = FeatureIndex(self.database, self.retrieval_extractor, self.checkpoints,
-                                               backend=self.retrieval_backend, milvus_uri=self.milvus_uri)
-            return self._retrieval
-
-    def retrieve(self, source: Any, k: int = 4, name: str | None = None):
-        """The k database images nearest to ``source`` -> retrieval.RetrievalAnswer. Raises ImageError."""
-        from ..retrieval import RetrievalAnswer
-
-        index = self.retrieval_index()
-        started = time.perf_counter()
-        image, hits = index.search(source, max(1, int(k)), name=name)
-        return RetrievalAnswer(hits, image, index.extractor_name, (time.perf_counter() - started) * 1000,
-                               database=index.database, backend=index.snapshot.resolve(index.backend))
-
-    def retrieve_compared(self, source: Any, k: int = 4, set_id: str = SHIPPED, name: str | None = None):
-        """``retrieve`` within the limits, with how the neighbours compare to the set's classifiers.
-
-        Returns (RetrievalAnswer, retrieval.Agreement). Raises ValueError for a k out of bounds and
-        ImageError for an input that cannot be searched; a classifier failure never costs the results.
-        """
-        from ..retrieval import agreement
-
-        answer = self.retrieve(source, k=self.limits.k(k), name=name)
-        try:
-            result = self.classify(source, set_id or SHIPPED)
-        except ImageError:
-            return answer, agreement(answer)
-        except Exception:  # noqa: BLE001 - no usable classifier must not cost the user the results
-            return answer, agreement(answer, why_not="No classifier is loaded to compare with.")
-        said = {n: a.label for n, a in result.models.items()}
-        known = list(next(iter(result.models.values())).probabilities)
-        return answer, agreement(answer, said, known)
-
-    def thumbnail(self, path: Path, side: int = 160):
-        """A database image reduced to fit ``side`` pixels, for showing (PIL). Raises ImageError."""
-        from ..retrieval import thumbnail
-
-        return thumbnail(Path(path), side)
-
-    def add_to_database(self, files: list, label: str | None = None):
-        """Copy image files into the database (never overwriting) and index them now -> AddReport."""
-        from ..retrieval import add_files
-
-        index = self.retrieval_index()
-        known = {entry.sha256 for entry in index.snapshot.entries}
-        report = add_files(self.database, [Path(f) for f in files], label, known)
-        if report.added:
-            update = index.update()
-            added = {str(path.relative_to(self.database).as_posix()) for path in report.added}
-            for rel, reason in update.skipped:
-                if rel in added:
-                    report.skipped.append((Path(rel).name, reason))
-        return report
-
-    def database_info(self) -> dict:
-        """Size, classes and extractor of the retrieval database (indexes it if needed)."""
-        index = self.retrieval_index()
-        snap = index.ensure_fresh()
-        classes: dict[str, int] = {}
-        for entry in snap.entries:
-            classes[entry.label or "(none)"] = classes.get(entry.label or "(none)", 0) + 1
-        return {"database": str(self.database), "images": len(snap), "classes": dict(sorted(classes.items())),
-                "extractor": index.extractor_name, "extractor_key": snap.extractor_key,
-                "skipped": [{"path": e.path, "reason": r} for e, r in snap.skipped]}
 
     # ------------------------------------------------------------------ datasets and examples
     def example_images(self, folder: Path | None = None, per_class: int = 2, limit: int = 24) -> list[Path]:

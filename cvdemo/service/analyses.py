@@ -39,6 +39,11 @@ class Analyses:
                                              cache_dir=self.cache_dir)
             return self._memo[key]
 
+    def ready(self, set_id: str):
+        """The analysis of a set on its validation split if already computed, else None (never waits)."""
+        found = self._memo.get((set_id, None))
+        return found if found is not None and found.folder.is_dir() else None
+
     def bundle(self, set_id: str, checkpoints: dict, progress=None) -> Path:
         """The report zip of a model set: figures, report.md, metrics.json, .keras + .tflite, usage."""
         from ..analysis import bundle

@@ -3,11 +3,14 @@ and the answers a classification gives. Immutable once built; safe to share betw
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from ..images import PaperSteps, steps_picture
+
+SHIPPED = "shipped"                    # the id of the model set in checkpoints/
 
 
 @dataclass
@@ -18,6 +21,32 @@ class ModelAnswer:
     ms: float
     weights: str                       # human label of where the weights came from
     model_input: np.ndarray            # what the model received, (S, S, C) float32
+    novelty: float | None = None       # distance to the known examples over the model's threshold
+    known: bool | None = None          # novelty <= 1; None: the checkpoint has no novelty fitted
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, "probabilities": self.probabilities, "known": self.known,
+                "novelty": None if self.novelty is None else round(self.novelty, 5)}
+
+
+def voters(models: dict, usable) -> list[str]:
+    """The models whose novelty makes the input's verdict: every usable one but the baselines
+    (``config.NOVELTY_BASELINES``), unless the baselines are all there is."""
+    from .. import config
+
+    found = [name for name, m in models.items() if usable(m)]
+    return [n for n in found if n not in config.NOVELTY_BASELINES] or found
+
+
+@dataclass
+class LooksLike:
+    """What a rejected input resembles: the majority label of its nearest database images."""
+
+    label: str | None
+    neighbours: object                 # retrieval.RetrievalAnswer, nearest first
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, "neighbours": self.neighbours.as_list()}
 
 
 @dataclass
@@ -25,6 +54,30 @@ class Classification:
     models: dict[str, ModelAnswer]
     set_id: str
     steps: PaperSteps | None = None    # how a photo of paper was read; None for drawings and scans
+    looks_like: LooksLike | None = None  # set when the models reject the input and a database answers
+
+    set_threshold: float | None = None  # the model set's threshold of the combined novelty
+
+    @property
+    def novelty(self) -> float | None:
+        """The input's novelty: the models' combined (``explain.novelty.combined``) over the
+        set's threshold, fitted on their shared validation images; above 1, unknown. None when
+        the set has no such threshold."""
+        from ..explain.novelty import combined
+
+        ratios = [self.models[n].novelty for n in voters(self.models, lambda a: a.novelty is not None)]
+        if self.set_threshold is None or not ratios:
+            return None
+        return float(combined([np.array([r]) for r in ratios])[0] / max(self.set_threshold, 1e-9))
+
+    @property
+    def known(self) -> bool | None:
+        """The input's verdict: the combined novelty within the set's threshold; without one,
+        most models with a verdict accept it (a tie rejects); None when no model has a threshold."""
+        if self.novelty is not None:
+            return self.novelty <= 1.0
+        votes = [self.models[n].known for n in voters(self.models, lambda a: a.known is not None)]
+        return None if not votes else sum(votes) > len(votes) / 2
 
     def steps_picture(self) -> np.ndarray | None:
         """The photo steps, two by two (uint8 RGB), or None when the input was not a photo."""
@@ -35,22 +88,53 @@ class Classification:
         return len({answer.label for answer in self.models.values()}) <= 1
 
     def as_dict(self) -> dict:
-        return {name: {"label": a.label, "probabilities": a.probabilities} for name, a in self.models.items()}
+        """{model: {label, probabilities, known, novelty, looks_like}}: the shape of ``/classify``.
+
+        ``looks_like`` (what a rejected input resembles, else None) is the input's, repeated in
+        every model's entry so the answer stays a map of models for clients that read it as one.
+        """
+        looks_like = self.looks_like.label if self.looks_like else None
+        return {name: {**a.as_dict(), "looks_like": looks_like} for name, a in self.models.items()}
 
 
 class ServedModel:
     """A checkpoint plus a compiled, warmed-up inference function (safe to call from threads)."""
 
     def __init__(self, checkpoint):
+        import keras
+
+        from ..explain.novelty import NoveltyModel
         from ..models import compiled_inference
 
         self.checkpoint = checkpoint
         self.name = checkpoint.name
         self.meta = checkpoint.meta
-        self._infer = compiled_inference(checkpoint.model, tuple(checkpoint.input_shape))
+        self.novelty = NoveltyModel.from_meta(checkpoint.meta)
+        model = checkpoint.model
+        both = keras.Model(model.inputs, [model.output, model.get_layer("embedding").output])
+        self._infer = compiled_inference(both, tuple(checkpoint.input_shape))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self._infer(batch)
+        """Class probabilities of a batch of model inputs."""
+        return self._infer(batch)[0]
+
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, ``embedding`` features) of a batch from one forward pass."""
+        probabilities, features = self._infer(batch)
+        return probabilities, features
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """The ``embedding`` features of a batch (the analysis map's space)."""
+        return self.infer(batch)[1]
+
+    def answer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities, novelty or None) of a batch from one forward pass. Novelty is the
+        distance to the known examples over the model's threshold: above 1, "not one I know"."""
+        probabilities, features = self.infer(batch)
+        if self.novelty is None:
+            return probabilities, None
+        # a degenerate fit (every embedding alike) has threshold 0: any distance is then novel
+        return probabilities, self.novelty.scores(features) / max(self.novelty.threshold, 1e-9)
 
     @property
     def weights_label(self) -> str:
@@ -72,3 +156,10 @@ class ModelSet:
     def checkpoints(self) -> dict:
         """{name: cvdemo.checkpoints.Checkpoint} of the set's models."""
         return {name: served.checkpoint for name, served in self.models.items()}
+
+    @cached_property
+    def novelty_threshold(self) -> float | None:
+        """The threshold of the set's combined novelty (``explain.novelty.set_threshold``)."""
+        from ..explain.novelty import set_threshold
+
+        return set_threshold([self.models[n].novelty for n in voters(self.models, lambda m: m.novelty is not None)])
