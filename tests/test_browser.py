@@ -18,7 +18,8 @@ CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path("/tmp/shots")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 SHIPPED = ROOT / "checkpoints"
-TABS = ("Classify", "Train", "Retrieve", "Analyze")
+TABS = ("Classify", "Explain", "Train", "Retrieve", "Analyze")
+ANSWERED = "agree|disagree|Not one of"       # the verdict once the models have answered
 
 sync_api = pytest.importorskip("playwright.sync_api")
 if not Path(CHROMIUM).exists():
@@ -75,6 +76,19 @@ def draw_one(page) -> None:
     page.mouse.up()
 
 
+def draw_seven(page) -> None:
+    """A 7 as a visitor draws one: the bar, then the stem down to the left."""
+    canvas = page.locator("#sketch canvas").first
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    at = lambda fx, fy: (box["x"] + fx * box["width"], box["y"] + fy * box["height"])   # noqa: E731
+    page.mouse.move(*at(0.3, 0.22))
+    page.mouse.down()
+    page.mouse.move(*at(0.72, 0.22), steps=10)
+    page.mouse.move(*at(0.45, 0.8), steps=12)
+    page.mouse.up()
+
+
 def open_tab(page, name: str) -> None:
     """Click a top-level tab, through Gradio's "More tabs" menu if the screen is too narrow."""
     tab = page.locator("#tabs [role=tablist]").first.get_by_role("tab", name=name, exact=True)
@@ -93,7 +107,7 @@ def test_first_stroke_draws_and_both_models_answer(page, server):
     kind, _, service = server
     draw_one(page)   # no click on "Brush": the app must have picked it already
     verdict = page.locator("#verdict")
-    sync_api.expect(verdict).to_contain_text(re.compile("agree|disagree"), timeout=30_000)
+    sync_api.expect(verdict).to_contain_text(re.compile(ANSWERED), timeout=30_000)
     classes = service.model_set().class_names
     labels = {name: top_label(page, name) for name in ("scratch", "finetuned")}
     assert all(label in classes for label in labels.values()), labels
@@ -106,15 +120,53 @@ def test_first_stroke_draws_and_both_models_answer(page, server):
         sync_api.expect(verdict).to_contain_text("1_digits")
 
 
+@pytest.fixture(scope="module")
+def shipped_url(tmp_path_factory):
+    if not _shipped_ready():
+        pytest.skip("no shipped checkpoints in checkpoints/")
+    with running_app(SHIPPED, tmp_path_factory.mktemp("runs-shipped"),
+                     analysis_cache=tmp_path_factory.mktemp("cache-shipped")) as (url, _):
+        yield url
+
+
+def test_a_drawn_7_is_not_one_of_0_1_2_and_explain_shows_both_heat_maps(browser, shipped_url):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(shipped_url)
+    page.wait_for_selector("#sketch canvas", timeout=30_000)
+    draw_seven(page)
+    verdict = page.locator("#verdict")
+    sync_api.expect(verdict).to_contain_text("Not one of 0, 1, 2", timeout=30_000)
+    sync_api.expect(verdict).to_contain_text("looks like a 7")
+    sync_api.expect(page.locator("#looks-like img").first).to_be_visible(timeout=10_000)
+    sync_api.expect(page.locator("#caption-scratch")).to_contain_text("not one of 0, 1, 2")
+    page.locator("#send-to-explain").click()
+    sync_api.expect(page.locator("#explain-verdict")).to_contain_text("Not one of 0, 1, 2", timeout=60_000)
+    for model in ("scratch", "finetuned"):
+        for kind in ("gradcam", "occlusion"):
+            sync_api.expect(page.locator(f"#{kind}-{model} img").first).to_be_visible(timeout=20_000)
+    sync_api.expect(page.locator("#explain-features img").first).to_be_visible(timeout=10_000)
+    # a slider shows the changed input and every model's answer on it
+    slider = page.locator("#probe-rotation input[type=range]").first
+    slider.scroll_into_view_if_needed()
+    slider.fill("45")
+    slider.dispatch_event("input")
+    sync_api.expect(page.locator("#probe-answer")).to_contain_text("scratch", timeout=20_000)
+    SHOTS.mkdir(exist_ok=True)
+    scroll_through(page)
+    page.screenshot(path=str(SHOTS / "shipped-explain-7.png"), full_page=True)
+    context.close()
+
+
 @pytest.mark.slow
 def test_clear_really_clears_and_the_next_stroke_draws(page):
     draw_one(page)
-    sync_api.expect(page.locator("#verdict")).to_contain_text(re.compile("agree|disagree"), timeout=30_000)
+    sync_api.expect(page.locator("#verdict")).to_contain_text(re.compile(ANSWERED), timeout=30_000)
     page.locator("#clear-drawing").click()
     sync_api.expect(page.locator("#verdict")).to_contain_text("Draw a digit first", timeout=20_000)
     sync_api.expect(page.locator("#seen-scratch img")).to_have_count(0, timeout=10_000)
     draw_one(page)
-    sync_api.expect(page.locator("#verdict")).to_contain_text(re.compile("agree|disagree"), timeout=30_000)
+    sync_api.expect(page.locator("#verdict")).to_contain_text(re.compile(ANSWERED), timeout=30_000)
 
 
 def test_empty_canvas_button_says_draw_first(page):
@@ -132,7 +184,7 @@ def test_a_bad_file_clears_the_previous_answers(page, server, tmp_path):
     bad.write_text("this is not an image")
     draw_one(page)
     verdict = page.locator("#verdict")
-    sync_api.expect(verdict).to_contain_text(re.compile("agree|disagree"), timeout=30_000)
+    sync_api.expect(verdict).to_contain_text(re.compile(ANSWERED), timeout=30_000)
     page.get_by_role("tab", name="Upload, paste or webcam").click()
     page.locator("#upload input[type=file]").set_input_files(str(bad))
     sync_api.expect(page.locator(".toast-body").first).to_contain_text("could not be read", timeout=30_000)
@@ -259,7 +311,7 @@ def test_every_tab_renders_and_screenshots(browser, server, viewport):
     size = "desktop" if viewport[0] > 600 else "phone"
     SHOTS.mkdir(exist_ok=True)
     draw_one(page)
-    sync_api.expect(page.locator("#verdict")).to_contain_text(re.compile("agree|disagree"), timeout=30_000)
+    sync_api.expect(page.locator("#verdict")).to_contain_text(re.compile(ANSWERED), timeout=30_000)
     for tab in TABS:
         open_tab(page, tab)
         page.wait_for_timeout(1500)
@@ -322,7 +374,7 @@ def test_a_phone_photo_of_paper_shows_how_it_was_read(page, server, tmp_path):
     page.get_by_role("tab", name="Upload, paste or webcam").click()
     page.locator("#upload input[type=file]").set_input_files(str(picture))
     verdict = page.locator("#verdict")
-    sync_api.expect(verdict).to_contain_text(re.compile("agree|disagree"), timeout=30_000)
+    sync_api.expect(verdict).to_contain_text(re.compile(ANSWERED), timeout=30_000)
     steps = page.locator("#photo-steps img").first
     sync_api.expect(steps).to_be_attached(timeout=20_000)
     steps.scroll_into_view_if_needed()

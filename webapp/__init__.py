@@ -21,7 +21,7 @@ from cvdemo.service import SHIPPED, CheckpointError, Service
 
 from .common import set_notice
 from .context import Shared
-from .tabs import analyze, classify, retrieve, train
+from .tabs import analyze, classify, explain, retrieve, train
 
 STATIC = Path(__file__).resolve().parent / "static"
 PAGE_SCRIPTS = ("keep_brush.js", "wheel_scrolls_page.js")   # run once on page load, in this order
@@ -32,6 +32,8 @@ def build_app(service: Service) -> gr.Blocks:
     with gr.Blocks(title="cvdemo: handwritten digits") as demo:
         model_set = gr.State(SHIPPED)   # per session: the model set this browser tab uses
         to_retrieve = gr.State(None)    # made here: a component created inside gr.Tabs joins its tab bar
+        to_explain = gr.State(None)
+        current_input = gr.State(None)
         with gr.Row(equal_height=True):
             with gr.Column(scale=3, min_width=300):
                 gr.Markdown("## ✍️ cvdemo: handwritten digits\nA CNN trained from scratch next to a "
@@ -41,10 +43,12 @@ def build_app(service: Service) -> gr.Blocks:
                                          elem_id="model-set")
                 notice = gr.Markdown(set_notice(SHIPPED), elem_id="set-notice")
         with gr.Tabs(elem_id="tabs") as tabs:
-            ctx = Shared(model_set=model_set, to_retrieve=to_retrieve, tabs=tabs, set_picker=set_picker,
-                         notice=notice, page=demo)
+            ctx = Shared(model_set=model_set, to_retrieve=to_retrieve, to_explain=to_explain,
+                         current_input=current_input, tabs=tabs, set_picker=set_picker, notice=notice, page=demo)
             with gr.Tab("Classify", id="classify"):
                 classify.build(ctx, service)
+            with gr.Tab("Explain", id="explain"):
+                explain.build(ctx, service)
             with gr.Tab("Train", id="train"):
                 train.build(ctx, service)
             with gr.Tab("Retrieve", id="retrieve"):

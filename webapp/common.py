@@ -9,6 +9,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from cvdemo.config import class_display_name
 from cvdemo.fsutil import atomic_write_bytes, content_file
 from cvdemo.service import SHIPPED
 
@@ -78,7 +79,12 @@ def caption(name: str, answer=None) -> str:
     title = f"**{name}**: {MODEL_TITLES.get(name, name)}"
     if answer is None:
         return title
-    return f"{title}  \n{answer.ms:.0f} ms · weights: {html.escape(answer.weights)}"
+    line = f"{title}  \n{answer.ms:.0f} ms · weights: {html.escape(answer.weights)}"
+    if answer.known is None:
+        return line
+    classes = ", ".join(html.escape(str(class_display_name(c))) for c in answer.probabilities)
+    return line + ("  \n✓ known" if answer.known else f"  \n✗ **not one of {classes}**") + \
+        f" (novelty {answer.novelty:.2f}; above 1 is unknown)"
 
 
 def set_notice(set_id: str, trained: bool = False) -> str:

@@ -12,6 +12,7 @@ from gradio.components.plot import PlotData
 from PIL import Image
 
 from cvdemo.config import class_display_name as short
+from cvdemo.explain import pictures
 from cvdemo.service import USER_ERRORS, Service, to_display
 
 from ..common import served_copy, user_error
@@ -72,7 +73,29 @@ class Handlers:
         except USER_ERRORS as err:
             raise user_error(err) from None
 
-    def show(self, set_id, progress=gr.Progress()):
+    def placed(self, analysis, set_id, source, model=None):
+        """The 2D map of ``model`` with the Classify tab's last input as a star, and its nearest
+        validation images; (None, [], why) when there is no input or it cannot be read."""
+        if source is None:
+            return None, [], "Classify a digit first: it then appears here as a star on the map."
+        try:
+            classification = self.service.classify(source, set_id, looks_like=False)
+        except USER_ERRORS:
+            return None, [], "Your last input could not be read again."
+        placement, result, note = self.service.place_on_map(classification, set_id, "ready", model)
+        if placement is None:
+            return None, [], note or ""
+        nearest = [(self.service.thumbnail(result.paths[i]),
+                    f"class {short(result.class_names[int(result.labels[i])])} · d={d:.2f}")
+                   for i, d in zip(placement.neighbours, placement.distances)]
+        return (pictures.map_figure(result, placement), nearest,
+                f"{placement.model}: the star sits among its {len(nearest)} nearest validation images, weighted "
+                "by closeness in the embedding (t-SNE cannot place a new point; see the README).")
+
+    def place(self, set_id, source, model):
+        return self.placed(self.get(set_id), set_id, source, model)
+
+    def show(self, set_id, source=None, progress=gr.Progress()):
         analysis = self.get(set_id, lambda f, m: progress(f, desc=m))
         rows = analysis.misclassified()
         tiles = [(to_display(analysis.model_input(r["index"]), 4),
@@ -89,7 +112,8 @@ class Handlers:
                 picture("distribution.png"), picture("samples.png"),
                 pd.DataFrame(analysis.per_class(), columns=PER_CLASS_HEADERS).round(4), figure_gallery(analysis),
                 gr.Dropdown(choices=analysis.models, value=first), tsne3d(analysis, first),
-                tiles, [r["index"] for r in rows], suspects_text(analysis), None, "")
+                tiles, [r["index"] for r in rows], suspects_text(analysis), None, "",
+                gr.Dropdown(choices=analysis.models, value=first), *self.placed(analysis, set_id, source, first))
 
     def rotate(self, set_id, model):
         if not model:
@@ -143,6 +167,12 @@ def layout() -> SimpleNamespace:
     with gr.Row():
         ui.tsne_model = gr.Dropdown(label="3D t-SNE of model", choices=[], interactive=True)
     ui.tsne3d = gr.Plot(label="3D t-SNE of the embedding layer (drag to rotate)", elem_id="analyze-tsne3d")
+    gr.Markdown("### Your input among the validation images")
+    ui.map_model = gr.Dropdown(label="Map of model", choices=[], interactive=True, elem_id="analyze-map-model")
+    ui.map = gr.Plot(label="2D t-SNE with your last input as a star", elem_id="analyze-map")
+    ui.map_note = gr.Markdown(elem_id="analyze-map-note")
+    ui.map_neighbours = gr.Gallery(label="Its 5 nearest validation images", columns=5, height=150,
+                                   object_fit="contain", elem_id="analyze-map-neighbours")
     gr.Markdown("### Misclassified images\nClick one to see it large, with every model's answer and its "
                 "distance to the class centroids in each model's feature space.")
     with gr.Row():
@@ -159,10 +189,13 @@ def build(ctx: Shared, service: Service, tab: gr.Tab) -> None:
     """Lay out the Analyze tab and wire it to ``Service.analysis``; opening ``tab`` shows it."""
     ui, on = layout(), Handlers(service)
     outputs = [ui.status, ui.comparison, ui.distribution, ui.samples, ui.per_class, ui.figures, ui.tsne_model,
-               ui.tsne3d, ui.wrong, ui.shown_rows, ui.suspects, ui.wrong_image, ui.wrong_detail]
+               ui.tsne3d, ui.wrong, ui.shown_rows, ui.suspects, ui.wrong_image, ui.wrong_detail,
+               ui.map_model, ui.map, ui.map_neighbours, ui.map_note]
     heavy = dict(concurrency_limit=1, concurrency_id="analysis")
-    ui.load_btn.click(on.show, ctx.model_set, outputs, api_name="analysis", **heavy)
-    tab.select(on.show, ctx.model_set, outputs, api_name=False, **heavy)   # cached after the first time
+    ui.load_btn.click(on.show, [ctx.model_set, ctx.current_input], outputs, api_name="analysis", **heavy)
+    tab.select(on.show, [ctx.model_set, ctx.current_input], outputs, api_name=False, **heavy)   # cached after the first
+    ui.map_model.input(on.place, [ctx.model_set, ctx.current_input, ui.map_model],
+                       [ui.map, ui.map_neighbours, ui.map_note], api_name=False)
     ui.tsne_model.input(on.rotate, [ctx.model_set, ui.tsne_model], ui.tsne3d, api_name="analysis_tsne3d")
     ui.wrong.select(on.pick, [ctx.model_set, ui.shown_rows], [ui.wrong_image, ui.wrong_detail], api_name=False)
     ui.bundle_btn.click(on.bundle, ctx.model_set, [ui.bundle_file, ui.status], api_name="report_bundle", **heavy)

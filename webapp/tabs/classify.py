@@ -18,6 +18,18 @@ CLICK_CLEAR_CANVAS_JS = "() => { document.querySelector('#sketch button[aria-lab
 
 def verdict(result) -> str:
     answers = result.models
+    if result.known is False:
+        classes = ", ".join(html.escape(str(config.class_display_name(c)))
+                            for c in next(iter(answers.values())).probabilities)
+        looks = result.looks_like
+        like = (f"It looks like a <b>{html.escape(str(config.class_display_name(looks.label)))}</b>: its nearest "
+                f"database images are {html.escape(str(config.class_display_name(looks.label)))}s."
+                if looks and looks.label else "")
+        said = ", ".join(f"{html.escape(n)} {html.escape(str(config.class_display_name(a.label)))}"
+                         for n, a in answers.items())
+        return (f"<div class='unknown'><span class='big'>Not one of {classes}</span><br>{like}"
+                f"<br><small>The models were only taught {classes}; forced to choose, they would say: "
+                f"{said}.</small></div>")
     if result.agree:
         label = next(iter(answers.values())).label
         who = "Both models" if len(answers) == 2 else f"All {len(answers)} models"
@@ -52,8 +64,7 @@ class Handlers:
         except (KeyError, CheckpointError):
             raise gr.Error(GONE_SET) from None
 
-    @staticmethod
-    def show(result, raw_value, source) -> list:
+    def show(self, result, raw_value, source) -> list:
         slots = {name: result.models.get(name) for name in ORDER}
         return [
             verdict(result), raw_value,
@@ -61,13 +72,26 @@ class Handlers:
             *[gr.Markdown(value=caption(n, a), visible=a is not None) for n, a in slots.items()],
             *[gr.Image(value=image_file(to_display(a.model_input)) if a else None, visible=a is not None)
               for a in slots.values()],
-            photo_steps(result), result.as_dict(), source,
+            photo_steps(result), self.neighbours(result), result.as_dict(), source,
         ]
+
+    def neighbours(self, result) -> gr.Gallery:
+        """The database images a rejected input resembles, shown only when it was rejected."""
+        looks = result.looks_like
+        items = []
+        for hit in (looks.neighbours.hits if looks else []):
+            try:
+                items.append((image_file(self.service.thumbnail(hit.path, 96)),
+                              f"class {hit.label if hit.label is not None else '-'}"))
+            except ImageError:
+                continue
+        return gr.Gallery(value=items, visible=bool(items))
 
     @staticmethod
     def nothing(text: str) -> list:
         return [empty_verdict(text), None, *[None] * len(ORDER), *[caption(n) for n in ORDER],
-                *[None] * len(ORDER), gr.Image(value=None, visible=False), None, None]
+                *[None] * len(ORDER), gr.Image(value=None, visible=False), gr.Gallery(value=[], visible=False),
+                None, None]
 
     def drawing(self, value, set_id):
         picture = drawing(value)
@@ -110,10 +134,16 @@ class Handlers:
             raise gr.Error("Draw or upload a digit first, then send it to Retrieve.")
         return source, gr.Tabs(selected="retrieve")
 
+    @staticmethod
+    def send_to_explain(source):
+        if source is None:
+            raise gr.Error("Draw or upload a digit first, then ask why.")
+        return source, gr.Tabs(selected="explain")
+
 
 def layout(service: Service) -> SimpleNamespace:
     """The tab's components (a declarative layout, nothing wired)."""
-    ui = SimpleNamespace(labels={}, captions={}, seen={}, last_input=gr.State(None))
+    ui = SimpleNamespace(labels={}, captions={}, seen={})
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             with gr.Tabs():
@@ -137,10 +167,15 @@ def layout(service: Service) -> SimpleNamespace:
                     if examples:
                         gr.Examples([[str(p)] for p in examples], inputs=[ui.upload], cache_examples=False,
                                     examples_per_page=12, label="Examples from query_images/ (one click)")
-            ui.send_btn = gr.Button("Find similar images (Retrieve tab)", size="sm", elem_id="send-to-retrieve")
+            with gr.Row():
+                ui.explain_btn = gr.Button("Explain this answer", size="sm", variant="secondary",
+                                           elem_id="send-to-explain", min_width=140)
+                ui.send_btn = gr.Button("Find similar images", size="sm", elem_id="send-to-retrieve", min_width=140)
         with gr.Column(scale=3, min_width=320):
             ui.verdict = gr.HTML(empty_verdict("Draw a digit or upload an image."), elem_id="verdict",
                                  elem_classes=["verdict"])
+            ui.looks_like = gr.Gallery(label="What it looks like: its nearest database images", columns=5,
+                                       height=150, object_fit="contain", visible=False, elem_id="looks-like")
             with gr.Row():
                 for name in ORDER:
                     with gr.Column(min_width=200):
@@ -166,8 +201,9 @@ def layout(service: Service) -> SimpleNamespace:
 def build(ctx: Shared, service: Service) -> None:
     """Lay out the Classify tab and wire it to ``Service.classify``."""
     ui, on = layout(service), Handlers(service)
+    ui.last_input = ctx.current_input
     outputs = [ui.verdict, ui.raw, *ui.labels.values(), *ui.captions.values(), *ui.seen.values(), ui.steps,
-               ui.api_json, ui.last_input]
+               ui.looks_like, ui.api_json, ui.last_input]
     inputs = lambda source: [source, ctx.model_set]
 
     # A failed classification (gr.Error toast) would leave the previous input's verdict on show.
@@ -188,6 +224,7 @@ def build(ctx: Shared, service: Service) -> None:
     ui.upload_btn.click(on.upload, inputs(ui.upload), outputs, preprocess=False, api_name="classify_upload",
                         **common).failure(unreadable, None, outputs, api_name=False, show_progress="hidden")
     ui.send_btn.click(on.send_to_retrieve, [ui.last_input], [ctx.to_retrieve, ctx.tabs], api_name="send_to_retrieve")
+    ui.explain_btn.click(on.send_to_explain, [ui.last_input], [ctx.to_explain, ctx.tabs], api_name="send_to_explain")
 
     # API-only endpoint: one image file in, {"<model>": {"label", "probabilities"}} out.
     api_image = gr.Image(type="filepath", visible=False, label="image")

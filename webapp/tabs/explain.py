@@ -1,0 +1,196 @@
+"""Explain: for one input, whether each model knows it, where each looked (Grad-CAM beside
+occlusion), the scratch CNN's feature maps, how the answer breaks under rotation, scale, stroke
+thickness and shift, and where the input falls among the validation images."""
+from __future__ import annotations
+
+import html
+from types import SimpleNamespace
+
+import gradio as gr
+
+from cvdemo import config
+from cvdemo.explain import pictures
+from cvdemo.explain.probe import TRANSFORMS
+from cvdemo.service import SHIPPED, CheckpointError, ImageError, Service, to_display
+
+from ..common import GONE_SET, MODEL_TITLES, empty_verdict, file_path, image_file, user_error
+from ..context import Shared
+
+ORDER = config.MODEL_ORDER
+NOT_SAID = "not said"
+WAITING = "Press \"Explain this answer\" on Classify, or drop a digit here."
+NEUTRAL = {"rotation": 0.0, "scale": 1.0, "thickness": 0.0, "shift": 0.0}
+
+
+def verdict_html(explanation) -> str:
+    known = explanation.classification.known
+    style = "empty" if known is None else "agree" if known else "unknown"
+    return f"<div class='{style}'><span class='big'>{html.escape(explanation.verdict)}</span></div>"
+
+
+def novelty_table(classification) -> str:
+    rows = ["| model | answer | novelty | verdict |", "|---|---|---:|---|"]
+    for name, a in classification.models.items():
+        verdict = "no threshold" if a.known is None else "✓ known" if a.known else "✗ **unknown**"
+        novelty = "–" if a.novelty is None else f"{a.novelty:.2f}"
+        rows.append(f"| {name} | {html.escape(config.class_display_name(a.label))} "
+                    f"({a.probabilities[a.label]:.0%}) | {novelty} | {verdict} |")
+    return "\n".join(rows) + ("\n\nNovelty: the distance to the nearest examples the model was trained on, "
+                              "over the distance that covers 99% of its validation images. Above 1: unknown.")
+
+
+class Handlers:
+    """The tab's event functions over one service."""
+
+    def __init__(self, service: Service):
+        self.service = service
+
+    def explain(self, payload, true_class, set_id):
+        path, name = file_path(payload)
+        if path is None:
+            raise gr.Error("Draw or upload a digit on Classify and press \"Explain this answer\", "
+                           "or drop an image here.")
+        try:
+            explanation = self.service.explain(path, set_id or SHIPPED, None if true_class == NOT_SAID else true_class,
+                                               name=name)
+        except ImageError as err:
+            raise user_error(err) from None
+        except (KeyError, CheckpointError):
+            raise gr.Error(GONE_SET) from None
+        return self.show(explanation)
+
+    def show(self, explanation) -> list:
+        answers = explanation.classification.models
+        looks = explanation.classification.looks_like
+        neighbours = [(image_file(self.service.thumbnail(h.path)), f"class {h.label} · d={h.distance:.2f}")
+                      for h in (looks.neighbours.hits if looks else [])]
+        heat = [gr.Image(value=image_file(pictures.heat_overlay(answers[n].model_input, m.gradcam))
+                         if (m := explanation.models.get(n)) else None, visible=n in explanation.models)
+                for n in ORDER]
+        occl = [gr.Image(value=image_file(pictures.heat_overlay(answers[n].model_input, m.occlusion))
+                         if (m := explanation.models.get(n)) else None, visible=n in explanation.models)
+                for n in ORDER]
+        features = [(image_file(pictures.feature_grid(maps)), f"{model}: block {i + 1} ({block}, "
+                     f"{maps.shape[0]}×{maps.shape[1]})")
+                    for model, m in explanation.models.items() for i, (block, maps) in enumerate(m.feature_maps)]
+        first = next(iter(answers.values()))
+        if explanation.placement is not None:
+            result, placement = explanation.analysis, explanation.placement
+            chart = pictures.map_figure(result, placement)
+            nearest = [(image_file(self.service.thumbnail(result.paths[i])),
+                        f"class {config.class_display_name(result.class_names[int(result.labels[i])])} · "
+                        f"d={d:.2f}") for i, d in zip(placement.neighbours, placement.distances)]
+            map_note = f"The star is placed among its {len(nearest)} nearest validation images (lines), " \
+                       "weighted by closeness in the model's embedding space (t-SNE cannot place new points)."
+        else:
+            chart, nearest, map_note = None, [], explanation.placement_note or ""
+        return [verdict_html(explanation), novelty_table(explanation.classification),
+                gr.Gallery(value=neighbours, visible=bool(neighbours)), *heat, *occl,
+                gr.Gallery(value=features, visible=bool(features)), pictures.probe_figure(explanation.probe),
+                chart, map_note, nearest, first.model_input, *NEUTRAL.values(),
+                image_file(to_display(first.model_input)), ""]
+
+    def transformed(self, model_input, set_id, rotation, scale, thickness, shift):
+        if model_input is None:
+            return None, "Explain an input first."
+        try:
+            image, answers = self.service.transform_and_classify(
+                model_input, set_id or SHIPPED, rotation=rotation, scale=scale, thickness=thickness, shift=shift)
+        except (KeyError, CheckpointError):
+            raise gr.Error(GONE_SET) from None
+        said = " · ".join(f"**{n}**: {html.escape(config.class_display_name(label))} ({p:.0%})"
+                          for n, (label, p) in answers.items())
+        return image_file(to_display(image)), said
+
+    def api(self, payload, set_id, true_class):
+        path, name = file_path(payload)
+        if path is None:
+            raise gr.Error("Send one image file (gradio_client.handle_file(path)).")
+        try:
+            return self.service.explain(path, set_id or SHIPPED, true_class or None, name=name,
+                                        with_map="ready").as_dict()
+        except ImageError as err:
+            raise user_error(err) from None
+        except (KeyError, CheckpointError):
+            raise gr.Error(GONE_SET) from None
+
+
+def layout(service: Service) -> SimpleNamespace:
+    """The tab's components (a declarative layout, nothing wired)."""
+    ui = SimpleNamespace(heat={}, occl={}, sliders={}, model_input=gr.State(None))
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=300):
+            ui.input = gr.Image(type="filepath", sources=["upload", "clipboard", "webcam"], height=240,
+                                label="The input to explain", elem_id="explain-input")
+            ui.true = gr.Dropdown([NOT_SAID, *[str(d) for d in config.SAMPLE_CLASSES]], value=NOT_SAID,
+                                  label="What it really is (adds its curve to the probe)", elem_id="explain-true")
+            ui.run = gr.Button("Explain", variant="primary", elem_id="explain-run")
+        with gr.Column(scale=3, min_width=300):
+            ui.verdict = gr.HTML(empty_verdict(WAITING), elem_id="explain-verdict", elem_classes=["verdict"])
+            ui.novelty = gr.Markdown(elem_id="explain-novelty")
+            ui.neighbours = gr.Gallery(label="What it looks like: its nearest database images", columns=5,
+                                       height=150, object_fit="contain", visible=False,
+                                       elem_id="explain-neighbours")
+    gr.Markdown("### Where each model looked\n**Grad-CAM** (bright: the regions whose activations pushed "
+                "the model to its answer) beside **occlusion** (bright: covering this region lowers the "
+                "answer's probability most). When the two agree, the explanation is trustworthy.")
+    with gr.Row(elem_id="heat-row"):
+        for name in ORDER:
+            ui.heat[name] = gr.Image(label=f"{name}: Grad-CAM", interactive=False, buttons=[], height=180,
+                                     min_width=140, visible=name != "lenet", elem_id=f"gradcam-{name}")
+            ui.occl[name] = gr.Image(label=f"{name}: occlusion", interactive=False, buttons=[], height=180,
+                                     min_width=140, visible=name != "lenet", elem_id=f"occlusion-{name}")
+    gr.Markdown(f"### Inside the {MODEL_TITLES['scratch']}\nThe 16 most active channels of each conv block: "
+                "edges at full size, strokes at half, parts of digits at a quarter.")
+    ui.features = gr.Gallery(label="Feature maps, one grid per block", columns=3, height=220,
+                             object_fit="contain", elem_id="explain-features")
+    gr.Markdown("### How the answer breaks\nEach curve: a model's probability of its answer as the input "
+                "is rotated, scaled, thickened or shifted (dashed: of the true class, when you name it). "
+                "Move the sliders to see the changed input and every model's answer.")
+    ui.probe = gr.Plot(label="Probability against each transform", elem_id="explain-probe")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=280):
+            for name, (low, high, unit) in TRANSFORMS.items():
+                ui.sliders[name] = gr.Slider(low, high, value=NEUTRAL[name], step=(high - low) / 48,
+                                             label=f"{name} ({unit})", elem_id=f"probe-{name}")
+        with gr.Column(scale=2, min_width=200):
+            ui.transformed = gr.Image(label="The changed input", interactive=False, buttons=[], height=180,
+                                      elem_id="probe-input")
+            ui.transformed_answer = gr.Markdown(elem_id="probe-answer")
+    gr.Markdown("### Your input among the validation images")
+    ui.map = gr.Plot(label="2D t-SNE map of the scratch CNN's embedding", elem_id="explain-map")
+    ui.map_note = gr.Markdown(elem_id="explain-map-note")
+    ui.map_neighbours = gr.Gallery(label="Its 5 nearest validation images", columns=5, height=150,
+                                   object_fit="contain", elem_id="explain-map-neighbours")
+    return ui
+
+
+def build(ctx: Shared, service: Service) -> None:
+    """Lay out the Explain tab and wire it to ``Service.explain``."""
+    ui, on = layout(service), Handlers(service)
+    outputs = [ui.verdict, ui.novelty, ui.neighbours, *ui.heat.values(), *ui.occl.values(), ui.features,
+               ui.probe, ui.map, ui.map_note, ui.map_neighbours, ui.model_input, *ui.sliders.values(),
+               ui.transformed, ui.transformed_answer]
+    common = dict(concurrency_limit=2, concurrency_id="explain")
+    ui.run.click(on.explain, [ui.input, ui.true, ctx.model_set], outputs, preprocess=False,
+                 api_name="explain_input", **common)
+    ui.true.input(on.explain, [ui.input, ui.true, ctx.model_set], outputs, preprocess=False, api_name=False,
+                  **common)
+    # Classify's "Explain this answer": show the input here, then explain it
+    ctx.to_explain.change(lambda source: image_file(source) if hasattr(source, "shape") else source,
+                          ctx.to_explain, ui.input, api_name=False, show_progress="hidden"
+                          ).then(on.explain, [ui.input, ui.true, ctx.model_set], outputs, preprocess=False,
+                                 api_name=False, **common)
+    slider_inputs = [ui.model_input, ctx.model_set, *ui.sliders.values()]
+    for slider in ui.sliders.values():
+        slider.input(on.transformed, slider_inputs, [ui.transformed, ui.transformed_answer], api_name=False,
+                     trigger_mode="always_last", show_progress="hidden", concurrency_limit=4,
+                     concurrency_id="probe")
+
+    # API-only endpoint: one image file in, the explanation as numbers out
+    api_image = gr.Image(type="filepath", visible=False, label="image")
+    api_set = gr.Textbox(value=SHIPPED, visible=False, label="model_set")
+    api_true = gr.Textbox(value="", visible=False, label="true_class")
+    api_result = gr.JSON(visible=False, label="explanation")
+    gr.Button(visible=False).click(on.api, [api_image, api_set, api_true], api_result, preprocess=False,
+                                   api_name="explain", **common)
