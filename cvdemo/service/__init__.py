@@ -317,6 +317,12 @@ class Service(Retrieval, Explaining):
             timings["retrieval"] = time.perf_counter() - started
         except Exception:  # noqa: BLE001 - no database or extractor: retrieval reports it on use
             timings["retrieval"] = -1.0
+        started = time.perf_counter()
+        try:
+            self.warm_explain(SHIPPED)
+            timings["explain"] = time.perf_counter() - started
+        except Exception:  # noqa: BLE001 - the Explain tab builds what it needs on first use instead
+            timings["explain"] = -1.0
         if analysis:
             started = time.perf_counter()
             try:

@@ -27,6 +27,12 @@ def grad_cam(served: ServedModel):
 class Explaining:
     """``explain`` over the service's model sets."""
 
+    def warm_explain(self, set_id: str = SHIPPED) -> None:
+        """Build and trace every model's Grad-CAM now (seconds for a backbone), not on the first click."""
+        for served in self.model_set(set_id).models.values():
+            model_input = np.zeros((1, *served.checkpoint.input_shape), np.float32)
+            grad_cam(served)(model_input, [0])
+
     def explain(self, source: Any, set_id: str = SHIPPED, true_class: str | None = None,
                 name: str | None = None, with_map: str = "ready"):
         """Explain one input -> explain.Explanation. Raises ImageError for an unusable input.

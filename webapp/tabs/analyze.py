@@ -86,7 +86,7 @@ class Handlers:
         if placement is None:
             return None, [], note or ""
         nearest = [(self.service.thumbnail(result.paths[i]),
-                    f"class {short(result.class_names[int(result.labels[i])])} · d={d:.2f}")
+                    f"{short(result.class_names[int(result.labels[i])])} · {d:.2f}")
                    for i, d in zip(placement.neighbours, placement.distances)]
         return (pictures.map_figure(result, placement), nearest,
                 f"{placement.model}: the star sits among its {len(nearest)} nearest validation images, weighted "
@@ -171,7 +171,7 @@ def layout() -> SimpleNamespace:
     ui.map_model = gr.Dropdown(label="Map of model", choices=[], interactive=True, elem_id="analyze-map-model")
     ui.map = gr.Plot(label="2D t-SNE with your last input as a star", elem_id="analyze-map")
     ui.map_note = gr.Markdown(elem_id="analyze-map-note")
-    ui.map_neighbours = gr.Gallery(label="Its 5 nearest validation images", columns=5, height=150,
+    ui.map_neighbours = gr.Gallery(label="Its 5 nearest validation images (class · distance)", columns=5, height=150,
                                    object_fit="contain", elem_id="analyze-map-neighbours")
     gr.Markdown("### Misclassified images\nClick one to see it large, with every model's answer and its "
                 "distance to the class centroids in each model's feature space.")

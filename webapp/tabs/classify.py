@@ -82,7 +82,7 @@ class Handlers:
         for hit in (looks.neighbours.hits if looks else []):
             try:
                 items.append((image_file(self.service.thumbnail(hit.path, 96)),
-                              f"class {hit.label if hit.label is not None else '-'}"))
+                              f"{hit.label if hit.label is not None else '-'} · {hit.distance:.2f}"))
             except ImageError:
                 continue
         return gr.Gallery(value=items, visible=bool(items))
@@ -174,7 +174,8 @@ def layout(service: Service) -> SimpleNamespace:
         with gr.Column(scale=3, min_width=320):
             ui.verdict = gr.HTML(empty_verdict("Draw a digit or upload an image."), elem_id="verdict",
                                  elem_classes=["verdict"])
-            ui.looks_like = gr.Gallery(label="What it looks like: its nearest database images", columns=5,
+            ui.looks_like = gr.Gallery(label="Looks like: nearest database images",
+                                       columns=5,
                                        height=150, object_fit="contain", visible=False, elem_id="looks-like")
             with gr.Row():
                 for name in ORDER:

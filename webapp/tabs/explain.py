@@ -35,8 +35,16 @@ def novelty_table(classification) -> str:
         novelty = "–" if a.novelty is None else f"{a.novelty:.2f}"
         rows.append(f"| {name} | {html.escape(config.class_display_name(a.label))} "
                     f"({a.probabilities[a.label]:.0%}) | {novelty} | {verdict} |")
-    return "\n".join(rows) + ("\n\nNovelty: the distance to the nearest examples the model was trained on, "
-                              "over the distance that covers 99% of its validation images. Above 1: unknown.")
+    from cvdemo.service.sets import voters
+
+    voting = voters(classification.models, lambda a: a.novelty is not None)
+    why = (f"The input's verdict combines {' and '.join(voting)} (the geometric mean of their novelty, against "
+           "a threshold fitted on their shared validation images)" if classification.novelty is not None
+           else "The input's verdict is the majority of the models")
+    baseline = [n for n in classification.models if n not in voting and classification.models[n].novelty is not None]
+    return "\n".join(rows) + ("\n\nNovelty: the distance to the nearest examples a model was trained on, over "
+                              f"the distance that covers 99% of its validation images; above 1, unknown. {why}"
+                              + (f"; {', '.join(baseline)}, the baseline, does not vote." if baseline else "."))
 
 
 class Handlers:
@@ -50,19 +58,29 @@ class Handlers:
         if path is None:
             raise gr.Error("Draw or upload a digit on Classify and press \"Explain this answer\", "
                            "or drop an image here.")
+        return self.show(self._explained(path, true_class, set_id, name))
+
+    def received(self, source, true_class, set_id):
+        """Classify's input (a drawing array or an uploaded file's path), shown and explained in
+        one event: a second event for the explanation would cost a round trip."""
+        if source is None:
+            raise gr.Error("Draw or upload a digit first, then ask why.")
+        shown = image_file(source) if hasattr(source, "shape") else source
+        return [shown, *self.show(self._explained(source, true_class, set_id, "The drawing"))]
+
+    def _explained(self, source, true_class, set_id, name):
         try:
-            explanation = self.service.explain(path, set_id or SHIPPED, None if true_class == NOT_SAID else true_class,
-                                               name=name)
+            return self.service.explain(source, set_id or SHIPPED, None if true_class == NOT_SAID else true_class,
+                                        name=name)
         except ImageError as err:
             raise user_error(err) from None
         except (KeyError, CheckpointError):
             raise gr.Error(GONE_SET) from None
-        return self.show(explanation)
 
     def show(self, explanation) -> list:
         answers = explanation.classification.models
         looks = explanation.classification.looks_like
-        neighbours = [(image_file(self.service.thumbnail(h.path)), f"class {h.label} · d={h.distance:.2f}")
+        neighbours = [(image_file(self.service.thumbnail(h.path)), f"{h.label} · {h.distance:.2f}")
                       for h in (looks.neighbours.hits if looks else [])]
         heat = [gr.Image(value=image_file(pictures.heat_overlay(answers[n].model_input, m.gradcam))
                          if (m := explanation.models.get(n)) else None, visible=n in explanation.models)
@@ -70,24 +88,24 @@ class Handlers:
         occl = [gr.Image(value=image_file(pictures.heat_overlay(answers[n].model_input, m.occlusion))
                          if (m := explanation.models.get(n)) else None, visible=n in explanation.models)
                 for n in ORDER]
-        features = [(image_file(pictures.feature_grid(maps)), f"{model}: block {i + 1} ({block}, "
-                     f"{maps.shape[0]}×{maps.shape[1]})")
-                    for model, m in explanation.models.items() for i, (block, maps) in enumerate(m.feature_maps)]
+        blocks = next((m.feature_maps for m in explanation.models.values() if m.feature_maps), [])
+        features = image_file(pictures.feature_panel(blocks)) if blocks else None
         first = next(iter(answers.values()))
         if explanation.placement is not None:
             result, placement = explanation.analysis, explanation.placement
             chart = pictures.map_figure(result, placement)
             nearest = [(image_file(self.service.thumbnail(result.paths[i])),
-                        f"class {config.class_display_name(result.class_names[int(result.labels[i])])} · "
-                        f"d={d:.2f}") for i, d in zip(placement.neighbours, placement.distances)]
+                        f"{config.class_display_name(result.class_names[int(result.labels[i])])} · {d:.2f}")
+                       for i, d in zip(placement.neighbours, placement.distances)]
             map_note = f"The star is placed among its {len(nearest)} nearest validation images (lines), " \
                        "weighted by closeness in the model's embedding space (t-SNE cannot place new points)."
         else:
             chart, nearest, map_note = None, [], explanation.placement_note or ""
         return [verdict_html(explanation), novelty_table(explanation.classification),
                 gr.Gallery(value=neighbours, visible=bool(neighbours)), *heat, *occl,
-                gr.Gallery(value=features, visible=bool(features)), pictures.probe_figure(explanation.probe),
-                chart, map_note, nearest, first.model_input, *NEUTRAL.values(),
+                gr.Image(value=features, visible=features is not None), pictures.probe_figure(explanation.probe),
+                gr.Plot(value=chart, visible=chart is not None), map_note,
+                gr.Gallery(value=nearest, visible=bool(nearest)), first.model_input, *NEUTRAL.values(),
                 image_file(to_display(first.model_input)), ""]
 
     def transformed(self, model_input, set_id, rotation, scale, thickness, shift):
@@ -128,7 +146,8 @@ def layout(service: Service) -> SimpleNamespace:
         with gr.Column(scale=3, min_width=300):
             ui.verdict = gr.HTML(empty_verdict(WAITING), elem_id="explain-verdict", elem_classes=["verdict"])
             ui.novelty = gr.Markdown(elem_id="explain-novelty")
-            ui.neighbours = gr.Gallery(label="What it looks like: its nearest database images", columns=5,
+            ui.neighbours = gr.Gallery(label="Looks like: nearest database images",
+                                       columns=5,
                                        height=150, object_fit="contain", visible=False,
                                        elem_id="explain-neighbours")
     gr.Markdown("### Where each model looked\n**Grad-CAM** (bright: the regions whose activations pushed "
@@ -142,8 +161,8 @@ def layout(service: Service) -> SimpleNamespace:
                                      min_width=140, visible=name != "lenet", elem_id=f"occlusion-{name}")
     gr.Markdown(f"### Inside the {MODEL_TITLES['scratch']}\nThe 16 most active channels of each conv block: "
                 "edges at full size, strokes at half, parts of digits at a quarter.")
-    ui.features = gr.Gallery(label="Feature maps, one grid per block", columns=3, height=220,
-                             object_fit="contain", elem_id="explain-features")
+    ui.features = gr.Image(label="Feature maps, one grid per block", interactive=False, buttons=[],
+                           elem_id="explain-features")
     gr.Markdown("### How the answer breaks\nEach curve: a model's probability of its answer as the input "
                 "is rotated, scaled, thickened or shifted (dashed: of the true class, when you name it). "
                 "Move the sliders to see the changed input and every model's answer.")
@@ -160,7 +179,7 @@ def layout(service: Service) -> SimpleNamespace:
     gr.Markdown("### Your input among the validation images")
     ui.map = gr.Plot(label="2D t-SNE map of the scratch CNN's embedding", elem_id="explain-map")
     ui.map_note = gr.Markdown(elem_id="explain-map-note")
-    ui.map_neighbours = gr.Gallery(label="Its 5 nearest validation images", columns=5, height=150,
+    ui.map_neighbours = gr.Gallery(label="Its 5 nearest validation images (class · distance)", columns=5, height=150,
                                    object_fit="contain", elem_id="explain-map-neighbours")
     return ui
 
@@ -177,10 +196,8 @@ def build(ctx: Shared, service: Service) -> None:
     ui.true.input(on.explain, [ui.input, ui.true, ctx.model_set], outputs, preprocess=False, api_name=False,
                   **common)
     # Classify's "Explain this answer": show the input here, then explain it
-    ctx.to_explain.change(lambda source: image_file(source) if hasattr(source, "shape") else source,
-                          ctx.to_explain, ui.input, api_name=False, show_progress="hidden"
-                          ).then(on.explain, [ui.input, ui.true, ctx.model_set], outputs, preprocess=False,
-                                 api_name=False, **common)
+    ctx.to_explain.change(on.received, [ctx.to_explain, ui.true, ctx.model_set], [ui.input, *outputs],
+                          api_name=False, **common)
     slider_inputs = [ui.model_input, ctx.model_set, *ui.sliders.values()]
     for slider in ui.sliders.values():
         slider.input(on.transformed, slider_inputs, [ui.transformed, ui.transformed_answer], api_name=False,
