@@ -127,7 +127,7 @@ def _novelty_rows(document: dict) -> list[str]:
         title = f"genuine 0-2 rejected, {name}" if known else f"{name} rejected"
         per_model = ", ".join(f"{m} {e['rejected'].get(name, 0):.0%}" for m, e in found["models"].items())
         target = _status(document, f"{title} (the app's verdict)")
-        lines.append(f"| {title.capitalize()} ({found['n'].get(name, '')} images; {per_model}) | {share:.1%} | | {target} |")
+        lines.append(f"| {title} ({found['n'].get(name, '')} images; {per_model}) | {share:.1%} | | {target} |")
     digits_target = _status(document, "3-9 rejected (the app's verdict)")
     lines.append(f"| 3-9 rejected, all sources | {verdict['rejected_3_9']:.1%} | | {digits_target} |")
     looks = found["looks_like"]

@@ -96,6 +96,7 @@ def bench_novelty(checkpoints: Path, workdir: Path) -> dict:
     for name, model in with_novelty.items():
         split = recorded_split(model.meta)
         val = split.x_val
+        result["n"]["validation"] = len(val)
         mahalanobis = _mahalanobis(model.embed(split.x_train), split.y_train)
         scores = {"knn": {}, "softmax": {}, "mahalanobis": {}}
         for set_name, (images, _, _) in {**every, "validation": (val, [], 0)}.items():

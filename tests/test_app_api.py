@@ -147,3 +147,24 @@ def test_training_streams_refuses_a_second_run_and_finishes(client, server, tmp_
 def test_stop_without_a_training_is_refused(client):
     with pytest.raises(AppError, match="No training of yours"):
         client.predict(api_name="/stop_training")
+
+
+def test_explain_returns_the_verdict_heat_maps_and_probe_as_numbers(client, server, digit_file, tmp_path):
+    result = client.predict(handle_file(str(digit_file)), "shipped", "1", api_name="/explain")
+    assert {"verdict", "known", "novelty", "looks_like", "neighbours", "models", "probe", "map"} <= set(result)
+    assert set(result["models"]) == {"scratch", "finetuned"}
+    for model in result["models"].values():
+        assert isinstance(model["known"], bool)
+        assert np.asarray(model["gradcam"]).shape == (28, 28) and np.asarray(model["occlusion"]).shape == (28, 28)
+        assert 0 <= np.min(model["gradcam"]) and np.max(model["gradcam"]) <= 1
+    probe = result["probe"]
+    assert probe["true_class"] == "1_digits"
+    assert set(probe["transforms"]) == {"rotation", "scale", "thickness", "shift"}
+    for model in probe["models"].values():
+        assert all(len(curve) == 25 for curve in model["p_answer"].values())
+        assert all(len(curve) == 25 for curve in model["p_true"].values())
+    fake = tmp_path / "notes.png"
+    fake.write_text("not an image")
+    with pytest.raises(AppError, match="could not be read"):
+        client.predict(handle_file(str(fake)), "shipped", "", api_name="/explain")
+    assert client.predict(handle_file(str(digit_file)), api_name="/classify")       # the server is fine

@@ -290,6 +290,21 @@ def test_analyze_tab_loads_when_opened(page, server):
     assert plot.evaluate("el => JSON.stringify(el._fullLayout.scene.camera.eye)") == camera
     assert page.evaluate("document.scrollingElement.scrollTop") < before
     sync_api.expect(page.locator("#analyze-status")).to_contain_text("Evaluated on")
+    sync_api.expect(page.locator("#analyze-map-note")).to_contain_text("Classify a digit first")
+
+
+def test_analyze_places_the_last_input_on_its_map_as_a_star(page, server):
+    kind, _, _ = server
+    if kind != "tiny":
+        pytest.skip("the tiny models' analysis is enough (the shipped one is cached or slow)")
+    draw_one(page)
+    sync_api.expect(page.locator("#verdict")).to_contain_text(re.compile(ANSWERED), timeout=30_000)
+    open_tab(page, "Analyze")
+    sync_api.expect(page.locator("#analyze-map-note")).to_contain_text("the star sits among its 5 nearest",
+                                                                       timeout=120_000)
+    sync_api.expect(page.locator("#analyze-map img, #analyze-map canvas, #analyze-map svg").first
+                    ).to_be_attached(timeout=20_000)
+    sync_api.expect(page.locator("#analyze-map-neighbours img")).to_have_count(5, timeout=20_000)
 
 
 def scroll_through(page) -> None:

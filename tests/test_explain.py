@@ -218,19 +218,25 @@ def test_explain_gives_every_picture_and_number(tiny_checkpoints, tmp_path):
     assert np.allclose(spot.point, [0.0, 0.0]) and spot.neighbours == [0]
 
 
-def test_explain_cli_writes_pictures_and_json(tiny_checkpoints, tmp_path):
-    from test_cli import run_cli
+def test_explain_cli_writes_pictures_and_json(tiny_checkpoints, tmp_path, capsys):
+    from cvdemo import cli
 
     image = tmp_path / "one.png"
     _drawn("1").save(image)
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
     out = tmp_path / "out"
-    proc = run_cli("explain", image, bad, "--out", out, "--no-map", "--json", "--checkpoints", tiny_checkpoints)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    good, failed = json.loads(proc.stdout)
-    assert "error" in failed and "verdict" in good
+    code = cli.main(["explain", str(image), str(bad), "--out", str(out), "--no-map", "--json",
+                     "--checkpoints", str(tiny_checkpoints)])
+    captured = capsys.readouterr()
+    assert code == 1 and "Traceback" not in captured.err
+    good, failed = json.loads(captured.out)                      # stdout is JSON only
+    assert "error" in failed and "could not be read" in failed["error"]
+    assert {"verdict", "known", "models", "probe", "files"} <= set(good)
     for what in ("gradcam_scratch", "occlusion_finetuned", "probe"):
         assert Path(good["files"][what]).stat().st_size > 0
         assert Image.open(good["files"][what]).size[0] > 0
     assert any(k.startswith("features_scratch_") for k in good["files"])
+    assert cli.main(["explain", str(tmp_path / "missing.png"), "--out", str(out), "--no-map",
+                     "--checkpoints", str(tiny_checkpoints)]) == 1
+    assert "missing.png" in capsys.readouterr().err

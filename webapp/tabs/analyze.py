@@ -169,7 +169,7 @@ def layout() -> SimpleNamespace:
     ui.tsne3d = gr.Plot(label="3D t-SNE of the embedding layer (drag to rotate)", elem_id="analyze-tsne3d")
     gr.Markdown("### Your input among the validation images")
     ui.map_model = gr.Dropdown(label="Map of model", choices=[], interactive=True, elem_id="analyze-map-model")
-    ui.map = gr.Plot(label="2D t-SNE with your last input as a star", elem_id="analyze-map")
+    ui.map = gr.Plot(label="2D t-SNE with your last input as a star", show_label=False, elem_id="analyze-map")
     ui.map_note = gr.Markdown(elem_id="analyze-map-note")
     ui.map_neighbours = gr.Gallery(label="Its 5 nearest validation images (class · distance)", columns=5, height=150,
                                    object_fit="contain", elem_id="analyze-map-neighbours")

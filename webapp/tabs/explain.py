@@ -166,7 +166,7 @@ def layout(service: Service) -> SimpleNamespace:
     gr.Markdown("### How the answer breaks\nEach curve: a model's probability of its answer as the input "
                 "is rotated, scaled, thickened or shifted (dashed: of the true class, when you name it). "
                 "Move the sliders to see the changed input and every model's answer.")
-    ui.probe = gr.Plot(label="Probability against each transform", elem_id="explain-probe")
+    ui.probe = gr.Plot(label="Probability against each transform", show_label=False, elem_id="explain-probe")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=280):
             for name, (low, high, unit) in TRANSFORMS.items():
@@ -177,7 +177,7 @@ def layout(service: Service) -> SimpleNamespace:
                                       elem_id="probe-input")
             ui.transformed_answer = gr.Markdown(elem_id="probe-answer")
     gr.Markdown("### Your input among the validation images")
-    ui.map = gr.Plot(label="2D t-SNE map of the scratch CNN's embedding", elem_id="explain-map")
+    ui.map = gr.Plot(label="2D t-SNE map with your input as a star", show_label=False, elem_id="explain-map")
     ui.map_note = gr.Markdown(elem_id="explain-map-note")
     ui.map_neighbours = gr.Gallery(label="Its 5 nearest validation images (class · distance)", columns=5, height=150,
                                    object_fit="contain", elem_id="explain-map-neighbours")
