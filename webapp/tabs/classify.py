@@ -31,11 +31,12 @@ def verdict(result) -> str:
                 f"<br><small>The models were only taught {classes}; forced to choose, they would say: "
                 f"{said}.</small></div>")
     if result.agree:
-        label = next(iter(answers.values())).label
+        label = config.class_display_name(next(iter(answers.values())).label)
         who = "Both models" if len(answers) == 2 else f"All {len(answers)} models"
         return (f"<div class='agree'><span class='big'>{who} say {html.escape(label)}</span>"
                 f"<br>They agree.</div>")
-    said = "; ".join(f"<b>{html.escape(n)}</b> says <b>{html.escape(a.label)}</b>" for n, a in answers.items())
+    said = "; ".join(f"<b>{html.escape(n)}</b> says <b>{html.escape(config.class_display_name(a.label))}</b>"
+                     for n, a in answers.items())
     return f"<div class='disagree'><span class='big'>The models disagree</span><br>{said}</div>"
 
 
@@ -68,7 +69,9 @@ class Handlers:
         slots = {name: result.models.get(name) for name in ORDER}
         return [
             verdict(result), raw_value,
-            *[gr.Label(value=a.probabilities if a else None, visible=a is not None) for a in slots.values()],
+            # names for people ("2", not the folder's "2_digits"); the API keeps the real names
+            *[gr.Label(value={config.class_display_name(c): p for c, p in a.probabilities.items()} if a else None,
+                       visible=a is not None) for a in slots.values()],
             *[gr.Markdown(value=caption(n, a), visible=a is not None) for n, a in slots.items()],
             *[gr.Image(value=image_file(to_display(a.model_input)) if a else None, visible=a is not None)
               for a in slots.values()],
@@ -144,6 +147,11 @@ class Handlers:
 def layout(service: Service) -> SimpleNamespace:
     """The tab's components (a declarative layout, nothing wired)."""
     ui = SimpleNamespace(labels={}, captions={}, seen={})
+    # the shipped set's columns from the start: one appearing with the first answer moves the page
+    try:
+        shown = set(service.model_set().models)
+    except CheckpointError:
+        shown = {"scratch", "finetuned"}
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             with gr.Tabs():
@@ -180,10 +188,10 @@ def layout(service: Service) -> SimpleNamespace:
             with gr.Row():
                 for name in ORDER:
                     with gr.Column(min_width=200):
-                        ui.captions[name] = gr.Markdown(caption(name), visible=name != "lenet",
+                        ui.captions[name] = gr.Markdown(caption(name), visible=name in shown,
                                                         elem_id=f"caption-{name}")
                         ui.labels[name] = gr.Label(num_top_classes=3, show_label=False, label=name,
-                                                   visible=name != "lenet", elem_id=f"label-{name}")
+                                                   visible=name in shown, elem_id=f"label-{name}")
             gr.Markdown("**What the model sees**: your input, then the 28×28 image each model "
                         "actually received after preprocessing (white ink on black, like MNIST). A photo of "
                         "paper also shows how the digit was found on it.")
@@ -192,7 +200,7 @@ def layout(service: Service) -> SimpleNamespace:
                                   buttons=[], min_width=140)
                 for name in ORDER:
                     ui.seen[name] = gr.Image(label=f"{name} sees", interactive=False, height=200, buttons=[],
-                                             visible=name != "lenet", elem_id=f"seen-{name}", min_width=140)
+                                             visible=name in shown, elem_id=f"seen-{name}", min_width=140)
             ui.steps = gr.Image(label="How the photo was read", interactive=False, visible=False, buttons=[],
                                 elem_id="photo-steps")
             ui.api_json = gr.JSON(visible=False)

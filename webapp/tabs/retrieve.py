@@ -9,6 +9,7 @@ import gradio as gr
 import pandas as pd
 
 from cvdemo import config
+from cvdemo.config import class_display_name
 from cvdemo.service import ImageError, MilvusError, Service, to_display
 
 from ..common import empty_verdict, file_path, image_file, user_error
@@ -27,11 +28,12 @@ def agreement_html(agreement, note: str) -> str:
     if not agreement.classified:
         extra = f" ({html.escape(agreement.why_not)})" if agreement.why_not else ""
         return f"<div class='empty'>{head}.{extra}{small}</div>"
-    said = ", ".join(f"{html.escape(n)} says <b>{html.escape(label)}</b>" for n, label in agreement.said.items())
+    said = ", ".join(f"{html.escape(n)} says <b>{html.escape(str(class_display_name(label)))}</b>"
+                     for n, label in agreement.said.items())
     if agreement.agree:
         return (f"<div class='agree'><span class='big'>The neighbours agree with the classifiers: "
                 f"{html.escape(near)}</span><br>{head}; {said}.{small}</div>")
-    outside = (f" (the classifiers only know classes {', '.join(agreement.known)})"
+    outside = (f" (the classifiers only know classes {', '.join(str(class_display_name(k)) for k in agreement.known)})"
                if agreement.unknown_to_classifiers else "")
     return (f"<div class='disagree'><span class='big'>The neighbours and the classifiers disagree</span>"
             f"<br>{head}; {said}{html.escape(outside)}.{small}</div>")
