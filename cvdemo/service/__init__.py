@@ -150,9 +150,10 @@ class Service(Retrieval, Explaining):
                 None if novelty is None else float(novelty[0]),
                 None if novelty is None else bool(novelty[0] <= 1.0))
         result = Classification(answers, set_id, steps, set_threshold=model_set.novelty_threshold)
-        if looks_like and result.known is False:
-            digits = inputs.get(("digits", (config.DIGIT_SIZE, config.DIGIT_SIZE, 1)))
-            result.looks_like = self.looks_like(decoded.image if digits is None else digits)
+        digits = inputs.get(("digits", (config.DIGIT_SIZE, config.DIGIT_SIZE, 1)))
+        # the database holds digits: it can say what a rejected digit looks like, not a photo
+        if looks_like and result.known is False and digits is not None:
+            result.looks_like = self.looks_like(digits)
         return result
 
     # ------------------------------------------------------------------ training
