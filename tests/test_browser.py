@@ -203,6 +203,14 @@ def test_a_bad_file_clears_the_previous_answers(page, server, tmp_path):
     sync_api.expect(page.locator("#retrieve-verdict")).to_contain_text("could not be searched", timeout=30_000)
     sync_api.expect(page.locator("#retrieve-gallery .caption-label")).to_have_count(0, timeout=10_000)
 
+    open_tab(page, "Explain")
+    page.locator("#explain-input input[type=file]").set_input_files(str(query))
+    sync_api.expect(page.locator("#explain-verdict")).to_contain_text(re.compile("Known|Not one"), timeout=60_000)
+    sync_api.expect(page.locator("#gradcam-scratch img").first).to_be_visible(timeout=20_000)
+    page.locator("#explain-input input[type=file]").set_input_files(str(bad))
+    sync_api.expect(page.locator("#explain-verdict")).to_contain_text("could not be explained", timeout=30_000)
+    sync_api.expect(page.locator("#gradcam-scratch img")).to_have_count(0, timeout=10_000)
+
 
 @pytest.mark.slow     # 40 s; test_app_api trains through the same events in the default run
 def test_training_in_the_browser_grows_curves_and_finishes(page, server, tmp_path):

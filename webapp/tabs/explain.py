@@ -108,6 +108,14 @@ class Handlers:
                 gr.Gallery(value=nearest, visible=bool(nearest)), first.model_input, *NEUTRAL.values(),
                 image_file(to_display(first.model_input)), ""]
 
+    @staticmethod
+    def nothing(text: str) -> list:
+        """Every output emptied, under ``text``: a failed explanation must not leave the previous
+        input's pictures beside its error."""
+        return [empty_verdict(text), "", gr.Gallery(value=[], visible=False), *[None] * (2 * len(ORDER)),
+                gr.Image(value=None, visible=False), None, gr.Plot(value=None, visible=False), "",
+                gr.Gallery(value=[], visible=False), None, *NEUTRAL.values(), None, ""]
+
     def transformed(self, model_input, set_id, rotation, scale, thickness, shift):
         if model_input is None:
             return None, "Explain an input first."
@@ -191,13 +199,17 @@ def build(ctx: Shared, service: Service) -> None:
                ui.probe, ui.map, ui.map_note, ui.map_neighbours, ui.model_input, *ui.sliders.values(),
                ui.transformed, ui.transformed_answer]
     common = dict(concurrency_limit=2, concurrency_id="explain")
+    failed = dict(fn=lambda: on.nothing("That input could not be explained: the message at the top right says why."),
+                  inputs=None, outputs=outputs, api_name=False, show_progress="hidden")
     ui.run.click(on.explain, [ui.input, ui.true, ctx.model_set], outputs, preprocess=False,
-                 api_name="explain_input", **common)
+                 api_name="explain_input", **common).failure(**failed)
+    ui.input.upload(on.explain, [ui.input, ui.true, ctx.model_set], outputs, preprocess=False, api_name=False,
+                    **common).failure(**failed)         # a dropped image is explained at once
     ui.true.input(on.explain, [ui.input, ui.true, ctx.model_set], outputs, preprocess=False, api_name=False,
                   **common)
     # Classify's "Explain this answer": show the input here, then explain it
     ctx.to_explain.change(on.received, [ctx.to_explain, ui.true, ctx.model_set], [ui.input, *outputs],
-                          api_name=False, **common)
+                          api_name=False, **common).failure(**failed)
     slider_inputs = [ui.model_input, ctx.model_set, *ui.sliders.values()]
     for slider in ui.sliders.values():
         slider.input(on.transformed, slider_inputs, [ui.transformed, ui.transformed_answer], api_name=False,
