@@ -122,6 +122,26 @@ def test_first_stroke_draws_and_both_models_answer(page, server):
         sync_api.expect(verdict).to_contain_text("say 1")
 
 
+def test_the_canvas_examples_and_thumbnails_have_names_a_screen_reader_says(page, server):
+    kind, _, _ = server
+    if kind != "tiny":
+        pytest.skip("one server is enough")
+    canvas = page.locator("#sketch canvas").first
+    sync_api.expect(canvas).to_have_attribute("aria-label", re.compile("Drawing canvas"), timeout=10_000)
+    page.get_by_role("tab", name="Upload, paste or webcam").click()
+    examples = page.locator("button.gallery-item")
+    sync_api.expect(examples.first).to_have_attribute("aria-label", re.compile(r"Example image \S+\.\w+"),
+                                                      timeout=10_000)
+    assert all(b.get_attribute("aria-label") for b in examples.all())
+    open_tab(page, "Retrieve")
+    page.locator("#retrieve-query input[type=file]").set_input_files(
+        str(sorted((ROOT / "query_images" / "2").iterdir())[0]))
+    thumbnails = page.locator("#retrieve-gallery button.thumbnail-item")
+    sync_api.expect(thumbnails).to_have_count(4, timeout=60_000)
+    sync_api.expect(thumbnails.first).to_have_attribute("aria-label", re.compile(r"1 of 4: #1 · .* · class "),
+                                                        timeout=10_000)
+
+
 @pytest.fixture(scope="module")
 def shipped_url(tmp_path_factory):
     if not _shipped_ready():
