@@ -157,6 +157,8 @@ EXTRACTORS: dict[str, ExtractorSpec] = {spec.name: spec for spec in (
 # docs/decisions.md ("Retrieval extractors").
 PREFERENCE = ("digits_all_cnn", "digits_all_mobilenet_v2", "finetuned", "digits_mobilenet_v2", "pixels")
 DEFAULT_EXTRACTOR = PREFERENCE[0]
+# Trained on all ten digits: these can say what an input the 0-1-2 classifiers reject looks like.
+ALL_DIGITS = ("digits_all_cnn", "digits_all_mobilenet_v2")
 
 
 def default_extractor(checkpoints: Path = config.CHECKPOINT_DIR) -> str:

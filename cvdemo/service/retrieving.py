@@ -92,11 +92,16 @@ class Retrieval:
 
     def looks_like(self, image, k: int = config.LOOKS_LIKE_K) -> LooksLike | None:
         """The majority label of the ``k`` database images nearest to ``image`` (a PIL image or a
-        preprocessed digit), or None when there is no database to ask."""
+        preprocessed digit), or None when there is no database to ask or its extractor was not
+        trained on all ten digits (another one would say little, and indexing with it costs
+        seconds a visitor would wait for)."""
         from ..retrieval import RetrievalAnswer
+        from ..retrieval.extractors import ALL_DIGITS
 
         try:
             index = self.retrieval_index()
+            if index.extractor_name not in ALL_DIGITS:
+                return None
             if isinstance(image, np.ndarray):
                 snapshot = index.ensure_fresh()
                 hits = snapshot.search(index.features_of(image[None]), k, "euclidean", index.backend)[0]
