@@ -323,6 +323,7 @@ def test_analyze_tab_loads_when_opened(page, server):
     sync_api.expect(page.locator("#analyze-map-note")).to_contain_text("Classify a digit first")
 
 
+@pytest.mark.slow      # the placement itself is tested in process (test_explain.py)
 def test_analyze_places_the_last_input_on_its_map_as_a_star(page, server):
     kind, _, _ = server
     if kind != "tiny":

@@ -17,10 +17,16 @@ Progress = Callable[[int, int], None]
 
 def embedder(model) -> Callable[[np.ndarray], np.ndarray]:
     """Preprocessed images -> the model's ``embedding`` features, in batches."""
-    from ..models import embedding_model
+    import keras
 
-    features = embedding_model(model)
-    return lambda images: features.predict(np.asarray(images, np.float32), batch_size=256, verbose=0)
+    extract = keras.Model(model.input, model.get_layer("embedding").output)
+
+    def embed(images: np.ndarray) -> np.ndarray:
+        # direct calls, not predict(): predict builds a function per call, seconds for a backbone
+        images = np.asarray(images, np.float32)
+        return np.concatenate([np.asarray(extract(images[i:i + 256], training=False))
+                               for i in range(0, max(len(images), 1), 256)])
+    return embed
 
 
 def augmenter(profile: str, seed: int = config.SEED) -> Callable[[np.ndarray], np.ndarray]:

@@ -83,7 +83,7 @@ def fit(embed: Callable[[np.ndarray], np.ndarray], x_train: np.ndarray, x_val: n
     (slant, width, thickness), which is where other writers' digits fall.
     """
     views = [x_train] + ([np.asarray(augment(x_train)) for _ in range(copies)] if augment else [])
-    features = np.concatenate([embed(v) for v in views]).astype(np.float32)
+    features = np.asarray(embed(np.concatenate(views)), np.float32)      # one pass over every view
     if len(features) > bank_size:
         features = features[np.random.default_rng(seed).choice(len(features), bank_size, replace=False)]
     bank = _normalised(features) if metric == "cosine" else features
