@@ -101,7 +101,7 @@ def bench_novelty(checkpoints: Path, workdir: Path) -> dict:
         scores = {"knn": {}, "softmax": {}, "mahalanobis": {}}
         for set_name, (images, _, _) in {**every, "validation": (val, [], 0)}.items():
             probabilities, features = model.infer(images)
-            scores["knn"][set_name] = model.novelty.scores(features) / model.novelty.threshold
+            scores["knn"][set_name] = model.novelty.relative(model.novelty.scores(features))
             scores["softmax"][set_name] = 1 - probabilities.max(axis=1)
             scores["mahalanobis"][set_name] = mahalanobis(features)
         ratios[name] = scores["knn"]

@@ -43,8 +43,10 @@ class NoveltyModel:
         k = min(self.k, len(self.bank))
         return np.sqrt(np.maximum(np.partition(squared, k - 1, axis=1)[:, k - 1], 0.0))
 
-    def known(self, scores: np.ndarray) -> np.ndarray:
-        return np.asarray(scores) <= self.threshold
+    def relative(self, scores: np.ndarray) -> np.ndarray:
+        """Scores over the threshold: the novelty the app reports, above 1 "not one I know". A
+        degenerate fit (every embedding alike) has threshold 0: any distance is then novel."""
+        return np.asarray(scores, np.float64) / max(self.threshold, 1e-9)
 
     def to_meta(self) -> dict:
         bank = np.ascontiguousarray(self.bank, np.float16)
@@ -117,7 +119,7 @@ def set_threshold(models: list[NoveltyModel], quantile: float = config.NOVELTY_Q
     shared = sorted(set.intersection(*(set(v) for v in kept))) if kept else []
     if len(models) < 2 or len(shared) < MIN_SHARED_VALIDATION:
         return None
-    ratios = [np.array([v[name] for name in shared]) / max(m.threshold, 1e-9) for m, v in zip(models, kept)]
+    ratios = [m.relative(np.array([v[name] for name in shared])) for m, v in zip(models, kept)]
     return float(np.quantile(combined(ratios), quantile))
 
 

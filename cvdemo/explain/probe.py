@@ -19,6 +19,8 @@ TRANSFORMS: dict[str, tuple[float, float, str]] = {
     "thickness": (-2.0, 2.0, "pixels of stroke"),
     "shift": (-8.0, 8.0, "pixels right"),
 }
+# each transform's parameter for the untouched input (the middle step of ``values``)
+NEUTRAL = {"rotation": 0.0, "scale": 1.0, "thickness": 0.0, "shift": 0.0}
 _FINE = 2                          # thickness is changed at 2x resolution, in half pixels, blended
 
 

@@ -147,8 +147,7 @@ class Service(Retrieval, Explaining):
             answers[model_name] = ModelAnswer(
                 model_name, classes[int(proba.argmax())],
                 {c: float(p) for c, p in zip(classes, proba)}, ms, served.weights_label, inputs[key],
-                None if novelty is None else float(novelty[0]),
-                None if novelty is None else bool(novelty[0] <= 1.0))
+                None if novelty is None else float(novelty[0]))
         result = Classification(answers, set_id, steps, set_threshold=model_set.novelty_threshold)
         digits = inputs.get(("digits", (config.DIGIT_SIZE, config.DIGIT_SIZE, 1)))
         # the database holds digits: it can say what a rejected digit looks like, not a photo

@@ -73,13 +73,12 @@ class Explaining:
     def transform_and_classify(self, model_input, set_id: str = SHIPPED, **values: float):
         """A model input under the probe's transforms (``rotation=``, ``scale=``, ``thickness=``,
         ``shift=``, applied in that order) and each model's (answer, probability) on it."""
-        from ..explain.probe import TRANSFORMS, transformed
+        from ..explain.probe import NEUTRAL, TRANSFORMS, transformed
 
         image = np.asarray(model_input, np.float32)
-        neutral = {"scale": 1.0}
         for name in TRANSFORMS:
-            value = float(values.get(name, neutral.get(name, 0.0)))
-            if value != neutral.get(name, 0.0):
+            value = float(values.get(name, NEUTRAL[name]))
+            if value != NEUTRAL[name]:
                 image = transformed(image, name, value)
         answers = {}
         for model_name, served in self.model_set(set_id).models.items():

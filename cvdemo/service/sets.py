@@ -22,7 +22,11 @@ class ModelAnswer:
     weights: str                       # human label of where the weights came from
     model_input: np.ndarray            # what the model received, (S, S, C) float32
     novelty: float | None = None       # distance to the known examples over the model's threshold
-    known: bool | None = None          # novelty <= 1; None: the checkpoint has no novelty fitted
+
+    @property
+    def known(self) -> bool | None:
+        """Novelty within the model's threshold; None when the checkpoint has no novelty fitted."""
+        return None if self.novelty is None else self.novelty <= 1.0
 
     def as_dict(self) -> dict:
         return {"label": self.label, "probabilities": self.probabilities, "known": self.known,
@@ -133,8 +137,7 @@ class ServedModel:
         probabilities, features = self.infer(batch)
         if self.novelty is None:
             return probabilities, None
-        # a degenerate fit (every embedding alike) has threshold 0: any distance is then novel
-        return probabilities, self.novelty.scores(features) / max(self.novelty.threshold, 1e-9)
+        return probabilities, self.novelty.relative(self.novelty.scores(features))
 
     @property
     def weights_label(self) -> str:

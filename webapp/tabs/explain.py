@@ -10,7 +10,7 @@ import gradio as gr
 
 from cvdemo import config
 from cvdemo.explain import pictures
-from cvdemo.explain.probe import TRANSFORMS
+from cvdemo.explain.probe import NEUTRAL, TRANSFORMS
 from cvdemo.service import SHIPPED, CheckpointError, ImageError, Service, to_display
 
 from ..common import GONE_SET, MODEL_TITLES, empty_verdict, file_path, image_file, user_error
@@ -19,7 +19,6 @@ from ..context import Shared
 ORDER = config.MODEL_ORDER
 NOT_SAID = "not said"
 WAITING = "Press \"Explain this answer\" on Classify, or drop a digit here."
-NEUTRAL = {"rotation": 0.0, "scale": 1.0, "thickness": 0.0, "shift": 0.0}
 
 
 def verdict_html(explanation) -> str:
