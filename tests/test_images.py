@@ -301,3 +301,32 @@ def test_pixel_limit_checked_before_decoding():
 def test_to_display_enlarges():
     shown = img.to_display(np.full((28, 28, 1), 0.5, np.float32), scale=4)
     assert shown.shape == (112, 112) and shown.dtype == np.uint8 and shown.max() == 128
+
+
+def _data_url(im: Image.Image) -> str:
+    import base64
+
+    buffer = io.BytesIO()
+    im.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_a_canvas_data_url_reads_like_the_same_png_file(digit, reference):
+    """The drawing canvas's value: an opaque RGBA PNG of dark ink on white, as toDataURL gives it."""
+    gray = paper(digit)                                           # 255 paper, 0 ink
+    drawing = img.canvas_array(_data_url(gray.convert("RGBA")))
+    assert drawing.dtype == np.uint8
+    np.testing.assert_array_equal(drawing, np.asarray(gray))
+    np.testing.assert_array_equal(preprocess(drawing)[..., 0], reference)
+
+
+@pytest.mark.parametrize("value, words", [
+    ("/etc/passwd", "not an image"),
+    ("data:image/png,plain", "not a base64"),
+    ("data:image/png;base64,@@@@", "not valid base64"),
+    ("data:image/png;base64," + "A" * (config.MAX_IMAGE_BYTES * 2), "larger than"),
+    ("data:image/png;base64,aGVsbG8gd29ybGQ=", "not"),            # "hello world": decodes, is no image
+])
+def test_bad_canvas_values_are_refused_with_a_reason(value, words):
+    with pytest.raises(ImageError, match=words):
+        img.canvas_array(value)

@@ -65,7 +65,7 @@ def _target(name: str, secret: Path) -> str:
     ("retrieve_live", lambda f: [f, 3]),
     ("add_to_database", lambda f: [[f], "1"]),
     ("dataset_counts", lambda f: ["My own zip of class folders", f]),
-    ("classify_drawing", lambda f: [{"background": None, "layers": [], "composite": f}]),
+    ("classify_drawing", lambda f: [f["path"]]),        # a path where the canvas sends a data URL
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_forged_file_values_never_reach_a_file(server, api, build, target, meta):
     """A file value naming a server path is refused, and no byte of it comes back."""

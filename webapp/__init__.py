@@ -24,7 +24,7 @@ from .context import Shared
 from .tabs import analyze, classify, explain, retrieve, train
 
 STATIC = Path(__file__).resolve().parent / "static"
-PAGE_SCRIPTS = ("keep_brush.js", "wheel_scrolls_page.js", "accessible_names.js")   # run once on load, in order
+PAGE_SCRIPTS = ("wheel_scrolls_page.js", "accessible_names.js")   # run once on load, in order
 
 
 def build_app(service: Service) -> gr.Blocks:
@@ -37,7 +37,7 @@ def build_app(service: Service) -> gr.Blocks:
         with gr.Row(equal_height=True):
             with gr.Column(scale=3, min_width=300):
                 gr.Markdown("## ✍️ cvdemo: handwritten digits\nA CNN trained from scratch next to a "
-                            "fine-tuned pretrained backbone: draw, train, retrieve, analyse.")
+                            "fine-tuned pretrained backbone: draw, train, retrieve, analyse.", elem_id="app-title")
             with gr.Column(scale=2, min_width=280):
                 set_picker = gr.Dropdown(service.available_sets(), value=SHIPPED, label="Models in use",
                                          elem_id="model-set")

@@ -2,6 +2,7 @@
 outputs, verdict HTML and captions. Presentation only; every decision is a cvdemo function."""
 from __future__ import annotations
 
+import base64
 import html
 import io
 import tempfile
@@ -61,6 +62,18 @@ def image_file(image) -> str:
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return str(content_file(buffer.getvalue(), Path(tempfile.gettempdir()) / "cvdemo-images", ".png"))
+
+
+def inline_image(image, alt: str, css_class: str = "") -> str:
+    """An <img> carrying its PNG in a data URL: for small pictures inside an HTML output, which
+    travel with the answer instead of as one more file for Gradio to cache and the page to fetch."""
+    from PIL import Image
+
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    source = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f"<img src='{source}' alt='{html.escape(alt, quote=True)}' class='{css_class}'>"
 
 
 def served_copy(path: Path, folder: str) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from .. import config
-from .decode import BLANK, Decoded, ImageError, NoInkError, decode, flatten, reduce
+from .decode import BLANK, Decoded, ImageError, NoInkError, decode, decode_data_url, flatten, reduce
 from .digits import STROKE_TARGET, WORK_SIDE, digit_array, ink_map, read_digit, stroke_width
 from .display import steps_picture, to_display
 from .paper import PaperSteps
@@ -27,7 +27,7 @@ PROFILES = ("digits", "photo")
 DECODE_SIDE = 480    # a 12 MP phone JPEG decodes at 1/8 scale (500 x 375): more than a photo of paper needs
 
 __all__ = ["BLANK", "DECODE_SIDE", "PROFILES", "STROKE_TARGET", "WORK_SIDE", "Decoded", "ImageError", "NoInkError", "PaperSteps",
-           "Prepared", "decode", "digit_array", "flatten", "ink_map", "looks_like_digits", "photo_array",
+           "Prepared", "canvas_array", "decode", "digit_array", "flatten", "ink_map", "looks_like_digits", "photo_array",
            "prepare", "preprocess", "read_digit", "steps_picture", "stroke_width", "to_display"]
 
 
@@ -43,6 +43,12 @@ def photo_array(im: Image.Image, size: int = config.PHOTO_SIZE) -> np.ndarray:
     """A flattened image -> (size, size, 3) float32 RGB in [0, 1], no cropping to ink."""
     rgb = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
     return np.asarray(rgb, dtype=np.float32) / 255.0
+
+
+def canvas_array(data_url: str) -> np.ndarray:
+    """A browser canvas's PNG data URL -> the drawing as a 2-D uint8 array (255 = paper), the form
+    every drawing takes from here on (classified, sent to Retrieve or Explain)."""
+    return np.asarray(flatten(decode_data_url(data_url).image, background=255).convert("L"))
 
 
 def prepare(source: Any, profile: str = "digits", size: int | None = None, name: str | None = None) -> Prepared:

@@ -4,6 +4,8 @@ Knows about Pillow and numpy only. Every error is an :class:`ImageError` whose t
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import os
 import warnings
@@ -181,6 +183,26 @@ def decode(source: Any, name: str | None = None, max_side: int | None = None) ->
         data = source.read(config.MAX_IMAGE_BYTES + 1)
         return _open_bytes(data, name or "The upload", max_side)
     raise ImageError(f"Cannot read an image from a {type(source).__name__}.")
+
+
+def decode_data_url(text: str, name: str = "The drawing") -> Decoded:
+    """Decode a ``data:image/...;base64,`` URL (what a browser canvas exports) through :func:`decode`.
+
+    The encoded length is checked before anything is decoded, so a huge string costs nothing.
+    """
+    if not isinstance(text, str) or not text.startswith("data:image/"):
+        raise ImageError(f"{name} is not an image: expected a data:image/...;base64 URL.")
+    head, _, body = text.partition(",")
+    if not head.endswith(";base64") or not body:
+        raise ImageError(f"{name} is not a base64 image URL.")
+    if len(body) > config.MAX_IMAGE_BYTES * 4 // 3 + 4:
+        mb = config.MAX_IMAGE_BYTES // (1024 * 1024)
+        raise ImageError(f"{name} is larger than the {mb} MB limit for one image.")
+    try:
+        data = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageError(f"{name} is not valid base64.") from None
+    return decode(data, name=name)
 
 
 # ----------------------------------------------------------------------------- modes

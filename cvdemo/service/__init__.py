@@ -24,7 +24,7 @@ from ..checkpoints import CheckpointError
 from ..config import FinetuneConfig, TrainConfig
 from ..data import DatasetError
 from ..fsutil import atomic_write_bytes, staged_folder
-from ..images import DECODE_SIDE, ImageError, decode, prepare, to_display
+from ..images import DECODE_SIDE, ImageError, canvas_array, decode, prepare, to_display
 from ..progress import RunProgress
 from ..retrieval.milvus import MilvusError
 from .analyses import Analyses
@@ -40,7 +40,7 @@ USER_ERRORS = (DatasetError, ImageError, CheckpointError, WeightsUnavailable, Ke
 
 __all__ = ["BACKBONES", "RunProgress", "SHIPPED", "TRAINABLE", "USER_ERRORS", "BusyError", "CheckpointError",
            "Classification", "DatasetError", "ImageError", "MilvusError", "ModelAnswer", "ModelSet", "Service", "ServedModel",
-           "TrainingJob", "to_display"]
+           "TrainingJob", "canvas_array", "to_display"]
 
 
 class Service(Retrieval, Explaining):

@@ -1,14 +1,10 @@
 () => {
-  // Gradio 6 leaves controls a screen reader cannot name: the drawing canvas, the examples (a
+  // Gradio 6 leaves controls a screen reader cannot name: the examples (a
   // button round an image with alt=""), and gallery thumbnails, all called "Thumbnail 1 of 4"
   // while their picture's alt text holds the caption. Name each from what it shows, again after
   // the page changes (once per frame at most).
   const fileName = src => decodeURIComponent((src || '').split('/').pop().split('?')[0]);
   const nameAll = () => {
-    document.querySelectorAll('#sketch canvas:not([aria-label])').forEach(c => {
-      c.setAttribute('role', 'img');
-      c.setAttribute('aria-label', 'Drawing canvas: draw one digit here with the mouse, a finger or a pen');
-    });
     document.querySelectorAll('button.gallery-item:not([aria-label])').forEach(b => {
       const img = b.querySelector('img');
       if (img) b.setAttribute('aria-label', 'Example image ' + fileName(img.getAttribute('src')));

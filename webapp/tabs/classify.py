@@ -7,48 +7,63 @@ from types import SimpleNamespace
 import gradio as gr
 
 from cvdemo import config
-from cvdemo.service import SHIPPED, CheckpointError, ImageError, Service, to_display
+from cvdemo.service import SHIPPED, CheckpointError, ImageError, Service, canvas_array, to_display
 
-from ..common import GONE_SET, caption, empty_verdict, file_path, image_file, user_error
+from ..canvas import drawing_canvas
+from ..common import GONE_SET, caption, empty_verdict, file_path, image_file, inline_image, user_error
 from ..context import Shared
 
 ORDER = config.MODEL_ORDER
-CLICK_CLEAR_CANVAS_JS = "() => { document.querySelector('#sketch button[aria-label=\"Clear canvas\"]')?.click(); }"
 
 
-def verdict(result) -> str:
+def name_of(label) -> str:
+    return html.escape(str(config.class_display_name(label)))
+
+
+def each_model(answers) -> str:
+    """One compact line of every model's answer: on a phone the verdict sits in a bar at the
+    bottom of the screen (style.css) where the model columns are out of sight."""
+    parts = [f"{html.escape(name)} <b>{name_of(a.label)}</b> {a.probabilities.get(a.label, 0.0):.0%}"
+             + (" ✗" if a.known is False else "") for name, a in answers.items()]
+    return f"<div class='each-model'>{' · '.join(parts)}</div>"
+
+
+def verdict(result, neighbours: str = "") -> str:
+    kind, text = _banner(result)
+    return f"<div class='{kind}'>{text}{neighbours}{each_model(result.models)}</div>"
+
+
+def _banner(result) -> tuple[str, str]:
+    """(the banner's class, its HTML)."""
     answers = result.models
     if result.known is False:
-        classes = ", ".join(html.escape(str(config.class_display_name(c)))
-                            for c in next(iter(answers.values())).probabilities)
+        classes = ", ".join(name_of(c) for c in next(iter(answers.values())).probabilities)
         looks = result.looks_like
-        like = (f"It looks like a <b>{html.escape(str(config.class_display_name(looks.label)))}</b>: its nearest "
-                f"database images are {html.escape(str(config.class_display_name(looks.label)))}s."
-                if looks and looks.label else "")
-        said = ", ".join(f"{html.escape(n)} {html.escape(str(config.class_display_name(a.label)))}"
-                         for n, a in answers.items())
-        return (f"<div class='unknown'><span class='big'>Not one of {classes}</span><br>{like}"
-                f"<br><small>The models were only taught {classes}; forced to choose, they would say: "
-                f"{said}.</small></div>")
+        like = (f"It looks like a <b>{name_of(looks.label)}</b>: its nearest database images are "
+                f"{name_of(looks.label)}s." if looks and looks.label else "")
+        said = ", ".join(f"{html.escape(n)} {name_of(a.label)}" for n, a in answers.items())
+        return "unknown", (f"<span class='big'>Not one of {classes}</span><br>{like}<br><small>The models were "
+                           f"only taught {classes}; forced to choose, they would say: {said}.</small>")
     if result.agree:
-        label = config.class_display_name(next(iter(answers.values())).label)
         who = "Both models" if len(answers) == 2 else f"All {len(answers)} models"
-        return (f"<div class='agree'><span class='big'>{who} say {html.escape(label)}</span>"
-                f"<br>They agree.</div>")
-    said = "; ".join(f"<b>{html.escape(n)}</b> says <b>{html.escape(config.class_display_name(a.label))}</b>"
-                     for n, a in answers.items())
-    return f"<div class='disagree'><span class='big'>The models disagree</span><br>{said}</div>"
+        return "agree", f"<span class='big'>{who} say {name_of(next(iter(answers.values())).label)}</span><br>They agree."
+    said = "; ".join(f"<b>{html.escape(n)}</b> says <b>{name_of(a.label)}</b>" for n, a in answers.items())
+    return "disagree", f"<span class='big'>The models disagree</span><br>{said}"
 
 
-def photo_steps(result) -> gr.Image:
-    """The photo steps (light evened out, lines and table removed, the digit boxed), shown only for photos."""
+def photo_steps(result) -> str:
+    """The photo steps (light evened out, lines and table removed, the digit boxed), for photos only."""
     picture = result.steps_picture()
-    return gr.Image(value=image_file(picture) if picture is not None else None, visible=picture is not None)
+    if picture is None:
+        return ""
+    return ("<figure class='photo-steps'><figcaption>How the photo was read</figcaption>"
+            f"{inline_image(picture, 'How the photo was read: the steps that found the digit on the paper')}</figure>")
 
 
 def drawing(value):
-    """The sketchpad's flattened drawing, or None for an untouched or cleared canvas."""
-    return value.get("composite") if isinstance(value, dict) else None
+    """The canvas's drawing (2-D uint8, 255 = paper), or None for an untouched or cleared canvas.
+    Raises ImageError for a value that is not a PNG data URL (only an API caller can send one)."""
+    return canvas_array(value) if value else None
 
 
 class Handlers:
@@ -66,44 +81,59 @@ class Handlers:
             raise gr.Error(GONE_SET) from None
 
     def show(self, result, raw_value, source) -> list:
-        slots = {name: result.models.get(name) for name in ORDER}
+        # Values only, no component updates: Gradio rebuilds a component's whole config for each
+        # update (a third of an answer's server time). The columns follow the model set instead.
+        slots = [result.models.get(name) for name in ORDER]
         return [
-            verdict(result), raw_value,
+            verdict(result, self.neighbours(result)), raw_value,
             # names for people ("2", not the folder's "2_digits"); the API keeps the real names
-            *[gr.Label(value={config.class_display_name(c): p for c, p in a.probabilities.items()} if a else None,
-                       visible=a is not None) for a in slots.values()],
-            *[gr.Markdown(value=caption(n, a), visible=a is not None) for n, a in slots.items()],
-            *[gr.Image(value=image_file(to_display(a.model_input)) if a else None, visible=a is not None)
-              for a in slots.values()],
-            photo_steps(result), self.neighbours(result), result.as_dict(), source,
+            *[{config.class_display_name(c): p for c, p in a.probabilities.items()} if a else None for a in slots],
+            *[caption(n, a) for n, a in zip(ORDER, slots)],
+            *[image_file(to_display(a.model_input)) if a else None for a in slots],
+            photo_steps(result), result.as_dict(), source,
         ]
 
-    def neighbours(self, result) -> gr.Gallery:
-        """The database images a rejected input resembles, shown only when it was rejected."""
+    def neighbours(self, result) -> str:
+        """The database images a rejected input resembles, as thumbnails inside its banner."""
         looks = result.looks_like
         items = []
         for hit in (looks.neighbours.hits if looks else []):
             try:
-                items.append((image_file(self.service.thumbnail(hit.path, 96)),
-                              f"{hit.label if hit.label is not None else '-'} · {hit.distance:.2f}"))
+                label = config.class_display_name(hit.label) if hit.label is not None else "unlabelled"
+                items.append(inline_image(self.service.thumbnail(hit.path, 96),
+                                          f"database image: {label}, distance {hit.distance:.2f}"))
             except ImageError:
                 continue
-        return gr.Gallery(value=items, visible=bool(items))
+        return f"<div class='looks-like' id='looks-like'>{''.join(items)}</div>" if items else ""
+
+    def columns(self, set_id):
+        """Show the columns of the models in the session's set (on load and when the set changes)."""
+        try:
+            shown = set(self.service.model_set(set_id or SHIPPED).models)
+        except (KeyError, CheckpointError):
+            return [gr.skip()] * (3 * len(ORDER))
+        return [component(visible=name in shown) for component in (gr.Label, gr.Markdown, gr.Image)
+                for name in ORDER]
 
     @staticmethod
     def nothing(text: str) -> list:
         return [empty_verdict(text), None, *[None] * len(ORDER), *[caption(n) for n in ORDER],
-                *[None] * len(ORDER), gr.Image(value=None, visible=False), gr.Gallery(value=[], visible=False),
-                None, None]
+                *[None] * len(ORDER), "", None, None]
 
     def drawing(self, value, set_id):
-        picture = drawing(value)
+        try:
+            picture = drawing(value)
+        except ImageError as err:
+            raise user_error(err) from None
         if picture is None:
             raise gr.Error("Draw a digit first.")
         return self.show(self.classify(picture, set_id, name="The drawing"), picture, picture)
 
     def drawing_live(self, value, set_id):
-        picture = drawing(value)
+        try:
+            picture = drawing(value)
+        except ImageError as err:
+            return self.nothing(str(err))
         if picture is None:        # cleared or untouched: reset quietly, no error toast while drawing
             return self.nothing("Draw a digit first.")
         try:
@@ -156,16 +186,10 @@ def layout(service: Service) -> SimpleNamespace:
         with gr.Column(scale=2, min_width=320):
             with gr.Tabs():
                 with gr.Tab("Draw", id="draw"):
-                    gr.Markdown("Draw one digit, large and centred. The predictions update as you draw; "
-                                "undo or clear with the toolbar or the Clear button.")
-                    ui.sketch = gr.Sketchpad(
-                        show_label=False, type="numpy", image_mode="L", canvas_size=(320, 320), fixed_canvas=True,
-                        brush=gr.Brush(default_size=22, colors=["#000000"], color_mode="fixed"),
-                        eraser=gr.Eraser(default_size=30), layers=False, transforms=(), label="Drawing",
-                        elem_id="sketch")
-                    with gr.Row():
-                        ui.draw_btn = gr.Button("Classify drawing", variant="primary", elem_id="classify-drawing")
-                        ui.clear_btn = gr.Button("Clear", elem_id="clear-drawing")
+                    gr.Markdown("Draw one digit, large and centred: the models answer after each stroke.",
+                                elem_id="draw-hint")
+                    ui.sketch = drawing_canvas()
+                    ui.draw_btn = gr.Button("Classify drawing", variant="primary", elem_id="classify-drawing")
                 with gr.Tab("Upload, paste or webcam", id="upload"):
                     ui.upload = gr.Image(type="filepath", sources=["upload", "clipboard", "webcam"],
                                          label=f"A digit image (PNG, JPEG, WEBP, GIF, BMP; at most "
@@ -182,9 +206,6 @@ def layout(service: Service) -> SimpleNamespace:
         with gr.Column(scale=3, min_width=320):
             ui.verdict = gr.HTML(empty_verdict("Draw a digit or upload an image."), elem_id="verdict",
                                  elem_classes=["verdict"])
-            ui.looks_like = gr.Gallery(label="Looks like: nearest database images",
-                                       columns=5,
-                                       height=150, object_fit="contain", visible=False, elem_id="looks-like")
             with gr.Row():
                 for name in ORDER:
                     with gr.Column(min_width=200):
@@ -201,8 +222,7 @@ def layout(service: Service) -> SimpleNamespace:
                 for name in ORDER:
                     ui.seen[name] = gr.Image(label=f"{name} sees", interactive=False, height=200, buttons=[],
                                              visible=name in shown, elem_id=f"seen-{name}", min_width=140)
-            ui.steps = gr.Image(label="How the photo was read", interactive=False, visible=False, buttons=[],
-                                elem_id="photo-steps")
+            ui.steps = gr.HTML("", elem_id="photo-steps")
             ui.api_json = gr.JSON(visible=False)
     return ui
 
@@ -212,7 +232,9 @@ def build(ctx: Shared, service: Service) -> None:
     ui, on = layout(service), Handlers(service)
     ui.last_input = ctx.current_input
     outputs = [ui.verdict, ui.raw, *ui.labels.values(), *ui.captions.values(), *ui.seen.values(), ui.steps,
-               ui.looks_like, ui.api_json, ui.last_input]
+               ui.api_json, ui.last_input]
+    columns = [*ui.labels.values(), *ui.captions.values(), *ui.seen.values()]
+    ctx.model_set.change(on.columns, ctx.model_set, columns, api_name=False, show_progress="hidden")
     inputs = lambda source: [source, ctx.model_set]
 
     # A failed classification (gr.Error toast) would leave the previous input's verdict on show.
@@ -225,9 +247,6 @@ def build(ctx: Shared, service: Service) -> None:
                      show_progress="hidden", api_name="classify_drawing_live", **common)
     ui.draw_btn.click(on.drawing, inputs(ui.sketch), outputs, api_name="classify_drawing", **common
                       ).failure(cleared("Draw a digit first."), None, outputs, api_name=False, show_progress="hidden")
-    # Setting the editor's value to None from Python leaves it stuck loading in 6.31: press its own
-    # "Clear canvas" instead, which empties the layers and fires .change (resetting the outputs).
-    ui.clear_btn.click(None, None, None, api_name="clear_drawing", js=CLICK_CLEAR_CANVAS_JS)
     ui.upload.change(on.upload_live, inputs(ui.upload), outputs, preprocess=False, api_name="classify_upload_live",
                      **common).failure(unreadable, None, outputs, api_name=False, show_progress="hidden")
     ui.upload_btn.click(on.upload, inputs(ui.upload), outputs, preprocess=False, api_name="classify_upload",
