@@ -22,6 +22,7 @@ from cvdemo import config
 from cvdemo.cli.console import CliError, bar, info, print_json
 from cvdemo.fsutil import atomic_write_bytes
 
+from .browser import bench_browser
 from .markdown import markdown
 from .models import bench_classify, bench_preprocess, bench_robustness, bench_train, write_sketch
 from .novelty import bench_novelty
@@ -111,7 +112,7 @@ def _step_counts(opts: BenchOptions) -> dict[str, int]:
     """How many progress ticks each section makes."""
     sizes = set(opts.numpy_sizes) | set(opts.hnsw_sizes) | set(opts.flat_sizes)
     return {"train": len(MODELS) * opts.train_repeats, "robustness": 1, "novelty": 1, "preprocess": 1, "classify": 1,
-            "app": opts.cold_starts + 2,
+            "app": opts.cold_starts + 2, "browser": 2,
             "retrieval": (opts.index_repeats + 2 + len(sizes) + len(opts.hnsw_sizes) + len(opts.flat_sizes)
                           + len(opts.milvus_sizes) + 1)}
 
@@ -135,6 +136,8 @@ def _measure(section: str, opts: BenchOptions, document: dict, workdir: Path, sk
         document["cold_start_s"] = app["cold_start"]["p50"]
         document["cold_start"] = app["cold_start"]
         document["rss_mb"] = app["rss_mb"]
+    elif section == "browser":
+        document["browser"] = bench_browser(opts, workdir, tick)
     elif section == "retrieval":
         document["retrieval"] = bench_retrieval(opts, workdir, tick)
 

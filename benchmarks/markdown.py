@@ -161,6 +161,15 @@ def _classify_rows(document: dict) -> list[str]:
                      f"{_fmt(e['p50'])} / {_fmt(e['p95'])}, {e['errors']} errors, {_fmt(e['throughput_rps'])} req/s "
                      f"| {_spread(e)} | {_status(document, '8 concurrent clients p95')} "
                      f"{_status(document, '8 concurrent clients errors')} |")
+    b = document.get("browser")
+    if b:
+        lines.append(_latency_row(document, "In Chromium: end of a stroke → the verdict on screen", b["stroke_ms"],
+                                  "stroke to answer on screen, Chromium p50", digits=0))
+        lines.append(_latency_row(document, "… an upload → the verdict on screen, same run", b["upload_ms"], "",
+                                  digits=0))
+        lines.append(f"| Phone 390×844: the verdict and each model's answer in view after a stroke | "
+                     f"{b['phone_verdict_in_view']:.0%} | | "
+                     f"{_status(document, 'phone: verdict in view after a stroke')} |")
     if document.get("cold_start"):
         e = document["cold_start"]
         lines.append(f"| Cold start `python app.py` → first /classify answer, s | {_fmt(e['p50'])} | "

@@ -10,7 +10,7 @@ import numpy as np
 
 from cvdemo import config
 
-SECTIONS = ("train", "robustness", "novelty", "preprocess", "classify", "app", "retrieval")
+SECTIONS = ("train", "robustness", "novelty", "preprocess", "classify", "app", "browser", "retrieval")
 MODELS = ("lenet", "scratch", "finetuned")
 Tick = Callable[[str], None]          # called once per finished step with what comes next
 
@@ -33,6 +33,7 @@ class BenchOptions:
     concurrent_clients: int = 8
     requests_per_client: int = 10
     cold_starts: int = 3
+    browser_inputs: int = 15        # strokes, and uploads, timed in Chromium
     index_repeats: int = 3
     query_repeats: int = 200
     naive_queries: int = 3
@@ -50,7 +51,7 @@ class BenchOptions:
 
 FULL = BenchOptions()
 QUICK = BenchOptions(quick=True, epochs=2, train_repeats=1, max_images_per_class=120, classify_repeats=40,
-                     http_requests=15, requests_per_client=3, cold_starts=1, index_repeats=1,
+                     http_requests=15, requests_per_client=3, cold_starts=1, browser_inputs=6, index_repeats=1,
                      query_repeats=40, naive_queries=1, numpy_sizes=(1_000, 10_000), hnsw_sizes=(10_000,),
                      flat_sizes=(), milvus_sizes=(10_000,), synthetic_queries=20, milvus_queries=5)
 

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from cvdemo import config
@@ -77,23 +78,55 @@ def _concurrent(probed: dict, clients: int, per_client: int) -> dict:
     return result
 
 
+@contextmanager
+def app_process(opts: BenchOptions, workdir: Path, name: str = "app"):
+    """``python app.py`` on a free port, serving ``opts.checkpoints``: yields (url, process, log
+    path, start time) and stops it afterwards."""
+    port = _free_port()
+    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
+               CVDEMO_CHECKPOINTS=str(Path(opts.checkpoints).resolve()), GRADIO_ANALYTICS_ENABLED="False",
+               HF_HUB_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="2")
+    log = workdir / f"{name}.log"
+    with open(log, "wb") as out:
+        started = time.time()
+        proc = subprocess.Popen([sys.executable, str(config.ROOT / "app.py")], cwd=config.ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield f"http://127.0.0.1:{port}/", proc, log, started
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_until_serving(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    """Block until the app answers its page; BenchError with its log when it exits or never does."""
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"app.py exited with code {proc.returncode}:\n{_tail(log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise BenchError(f"app.py did not answer within {timeout:.0f} s:\n{_tail(log)}")
+
+
 def bench_app(opts: BenchOptions, image: Path, workdir: Path, tick: Tick) -> dict:
     """``python app.py`` in a subprocess: time to the first answered /classify, HTTP latency
     (sequential and concurrent clients, on the last start) and the process's peak RSS."""
     colds, rss, result = [], [], {}
     for attempt in range(opts.cold_starts):
-        port = _free_port()
-        env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
-                   CVDEMO_CHECKPOINTS=str(Path(opts.checkpoints).resolve()), GRADIO_ANALYTICS_ENABLED="False",
-                   HF_HUB_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="2")
-        log = workdir / f"app-{attempt}.log"
         last = attempt == opts.cold_starts - 1
-        with open(log, "wb") as out:
-            started = time.time()
-            proc = subprocess.Popen([sys.executable, str(config.ROOT / "app.py")], cwd=config.ROOT, env=env,
-                                    stdout=out, stderr=subprocess.STDOUT)
-        try:
-            probed = _probe(f"http://127.0.0.1:{port}/", image, proc, log, workdir,
+        with app_process(opts, workdir, f"app-{attempt}") as (url, proc, log, started):
+            probed = _probe(url, image, proc, log, workdir,
                             requests=opts.http_requests if last else 0,
                             clients=opts.concurrent_clients if last else 0, per_client=opts.requests_per_client)
             colds.append(probed["first_answer_at"] - started)
@@ -105,13 +138,6 @@ def bench_app(opts: BenchOptions, image: Path, workdir: Path, tick: Tick) -> dic
                     probed["concurrent"], opts.concurrent_clients, opts.requests_per_client)
                 tick("concurrent clients")
             rss.append(peak_rss_mb(proc.pid))
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
     cold = summarize(colds, scale=1.0, digits=2)
     rss_known = [r for r in rss if r is not None]
     result["cold_start"] = cold

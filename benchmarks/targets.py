@@ -52,6 +52,8 @@ TARGETS = (
     Target("re-index, nothing changed", ("retrieval", "reindex_unchanged_s"), "<", 1, "s"),
     Target("retrieval precision@4 (worst class)", ("retrieval", "precision_at_4", "min_class"), ">=", 0.95),
     Target("Milvus top-4 equals numpy (shipped DB)", ("retrieval", "milvus_parity", "same_fraction"), "==", 1.0),
+    Target("stroke to answer on screen, Chromium p50", ("browser", "stroke_ms", "p50"), "<=", 300, "ms"),
+    Target("phone: verdict in view after a stroke", ("browser", "phone_verdict_in_view"), "==", 1.0),
     Target("cold start", ("cold_start_s",), "<=", 20, "s"),
     Target("app peak memory", ("rss_mb",), "<=", 1536, "MB"),
 )

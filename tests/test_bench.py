@@ -53,6 +53,22 @@ def test_targets_pass_miss_and_not_measured():
     assert quick["classify in process p50"]["status"] == "pass"
 
 
+def test_browser_figures_have_targets_and_rows():
+    timing = {"p50": 420.0, "p95": 600.0, "min": 300.0, "max": 700.0, "mean": 450.0, "n": 6}
+    document = _document(browser={"stroke_ms": timing, "upload_ms": dict(timing, p50=200.0),
+                                  "phone_verdict_in_view": 1.0},
+                         machine={"date": "d", "cpu": "c", "usable_cores": 2, "cores": 2, "ram_gb": 1,
+                                  "platform": "p", "versions": {}}, options={"checkpoints": "x"}, train={},
+                         classify_ms={})
+    document["targets"] = bench.check_targets(document)
+    rows = {row["name"]: row["status"] for row in document["targets"]}
+    assert rows["stroke to answer on screen, Chromium p50"] == "miss"        # 420 ms > 300 ms
+    assert rows["phone: verdict in view after a stroke"] == "pass"
+    text = bench.markdown(document)
+    assert "end of a stroke → the verdict on screen, p50 / p95 ms | 420 / 600" in text
+    assert "an upload → the verdict on screen, same run, p50 / p95 ms | 200 / 600" in text
+
+
 def test_synthetic_retrieval_scaling_is_measured_per_size():
     out = bench.bench_synthetic(16, numpy_sizes=(50, 200), hnsw_sizes=(), flat_sizes=(), n_queries=5)
     assert set(out) == {"50", "200"}
@@ -217,4 +233,6 @@ def test_bench_quick_json(tiny_checkpoints, tmp_path):
     assert document["cold_start_s"] > 0 and document["rss_mb"] > 0
     assert document["retrieval"]["naive_ratio"] > 1
     assert set(document["robustness"]) == {"writers", "fonts", "canvas"}
+    assert document["browser"]["stroke_ms"]["n"] == 6 and document["browser"]["upload_ms"]["p50"] > 0
+    assert document["browser"]["phone_verdict_in_view"] == 1.0
     assert "| Figure |" in (tmp_path / "BENCH.md").read_text()
