@@ -304,8 +304,23 @@ def test_analyze_tab_loads_when_opened(page, server):
     sync_api.expect(page.locator("#analyze-comparison")).to_contain_text("finetuned", timeout=120_000)
     per_class = page.locator("#analyze-per-class")
     per_class.scroll_into_view_if_needed()
-    sync_api.expect(per_class).to_contain_text("0_digits", timeout=20_000)
+    sync_api.expect(per_class).to_contain_text("finetuned", timeout=20_000)
+    assert "_digits" not in per_class.inner_text()                   # names for people: "0", not "0_digits"
     sync_api.expect(page.locator("#analyze-figures .caption-label").first).to_be_visible(timeout=20_000)
+    # every figure in the page's own scroll, none behind an inner one, each caption whole and under
+    # its picture, the first picture clear of the gallery's label
+    figures = page.locator("#analyze-figures")
+    sync_api.expect(figures.locator("img")).to_have_count(len(figures.locator(".caption-label").all()))
+    page.wait_for_function("[...document.querySelectorAll('#analyze-figures img')].every(i => i.complete)")
+    wrap = figures.locator(".grid-wrap").first
+    assert wrap.evaluate("el => el.scrollHeight <= el.clientHeight + 1"), "the figures scroll inside the gallery"
+    for item in figures.locator(".thumbnail-item").all():
+        picture, words = item.locator("img").bounding_box(), item.locator(".caption-label").bounding_box()
+        assert words["y"] >= picture["y"] + picture["height"] - 1, "a caption covers its figure"
+        assert item.locator(".caption-label").evaluate("el => el.scrollWidth <= el.clientWidth + 1")
+    label = figures.locator("label").first.bounding_box()
+    first = figures.locator("img").first.bounding_box()
+    assert first["y"] >= label["y"] + label["height"] - 1, "the gallery's label covers the first figure"
     sync_api.expect(page.locator("#analyze-tsne3d .js-plotly-plot").first).to_be_attached(timeout=20_000)
     # the wheel over the 3D plot scrolls the page instead of zooming the scene to a dot
     plot = page.locator("#analyze-tsne3d .js-plotly-plot").first

@@ -182,7 +182,8 @@ def tsne3d_plot(result: AnalysisResult, model: str):
                     f"{class_display_name(names[predicted[k]])}" for k, i in zip(np.flatnonzero(mask), idx[mask])]
             fig.add_trace(go.Scatter3d(
                 x=r.tsne3d[mask, 0], y=r.tsne3d[mask, 1], z=r.tsne3d[mask, 2], mode="markers",
-                name=f"{class_display_name(name)} misclassified" if wrong else class_display_name(name), text=text, hoverinfo="text",
+                name=f"{class_display_name(name)}, misclassified" if wrong else class_display_name(name),
+                text=text, hoverinfo="text",
                 marker={"size": 7 if wrong else 3, "color": colours[c], "symbol": "x" if wrong else "circle",
                         "line": {"width": 1, "color": "black"} if wrong else {"width": 0}}))
     fig.update_layout(title=f"{model}: 3D t-SNE of the embedding (drag to rotate)", height=520,
@@ -203,7 +204,7 @@ def misclassified_figure(result: AnalysisResult):
         return fig
     cols = min(8, len(rows))
     grid_rows = int(np.ceil(len(rows) / cols))
-    fig = _figure(1.55 * cols, 1.95 * grid_rows + 2.8)
+    fig = _figure(max(8.0, 1.55 * cols), 1.95 * grid_rows + 2.8)     # wide enough for the titles
     grid, scatter_area = fig.subfigures(2, 1, height_ratios=[1.95 * grid_rows, 2.8])
     axes = np.atleast_1d(grid.subplots(grid_rows, cols, squeeze=False)).ravel()
     for ax in axes:
@@ -222,8 +223,14 @@ def misclassified_figure(result: AnalysisResult):
     for k, name in enumerate(models):
         ratios = [row["models"][name]["ratio"] for row in all_rows]
         ax.scatter(np.arange(len(ratios)), ratios, s=14, label=name, marker="os^"[k % 3])
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+
     ax.axhline(1.0, color="gray", linestyle=":")
     ax.set_yscale("log")
+    ax.set_xlim(-0.5, max(len(all_rows) - 0.5, 0.5))     # whole images: no -0.045 ticks round one point
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for axis_format in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        axis_format(FormatStrFormatter("%.2g"))       # 1.5, not 1.5 x 10^0
     ax.set_xlabel("misclassified image (sorted as in the table)")
     ax.set_ylabel("d(true centroid) / d(predicted)")
     ax.set_title("Feature-space distance ratio per model (> 1: closer to the predicted class)", fontsize=9)

@@ -13,7 +13,7 @@ import numpy as np
 from .. import config
 from ..fsutil import atomic_write_bytes
 
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 2
 
 
 @dataclass

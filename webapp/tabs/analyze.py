@@ -110,7 +110,8 @@ class Handlers:
         return (f"Evaluated on the {html.escape(data['description'])}. {leak}",
                 pd.DataFrame(analysis.comparison(), columns=COMPARISON_HEADERS).round(4),
                 picture("distribution.png"), picture("samples.png"),
-                pd.DataFrame(analysis.per_class(), columns=PER_CLASS_HEADERS).round(4), figure_gallery(analysis),
+                pd.DataFrame([{**row, "class": short(row["class"])} for row in analysis.per_class()],
+                             columns=PER_CLASS_HEADERS).round(4), figure_gallery(analysis),
                 gr.Dropdown(choices=analysis.models, value=first), tsne3d(analysis, first),
                 tiles, [r["index"] for r in rows], suspects_text(analysis), None, "",
                 gr.Dropdown(choices=analysis.models, value=first), *self.placed(analysis, set_id, source, first))
@@ -176,7 +177,7 @@ def layout() -> SimpleNamespace:
     gr.Markdown("### Misclassified images\nClick one to see it large, with every model's answer and its "
                 "distance to the class centroids in each model's feature space.")
     with gr.Row():
-        ui.wrong = gr.Gallery(label="Misclassified by at least one model", columns=8, height=320,
+        ui.wrong = gr.Gallery(label="Misclassified by at least one model", columns=5, height="auto",
                               allow_preview=False, elem_id="analyze-misclassified", scale=3)
         with gr.Column(scale=2):
             ui.wrong_image = gr.Image(label="Selected image", type="pil", interactive=False, height=240)
