@@ -27,6 +27,14 @@ KERAS_HOME = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
 RETRIEVAL_BACKEND = os.environ.get("CVDEMO_RETRIEVAL_BACKEND", "auto")
 MILVUS_URI = os.environ.get("CVDEMO_MILVUS_URI") or None
 
+# Images a visitor adds to the retrieval database: by default searchable by that visitor only,
+# removable, and forgotten when the session ends (or after PRIVATE_ADDITIONS_TTL_S without use).
+# CVDEMO_SHARED_ADDITIONS=1 writes them into the database itself, for everyone and for good:
+# a setting for a private server, never for a public Space.
+SHARED_ADDITIONS = os.environ.get("CVDEMO_SHARED_ADDITIONS", "0") == "1"
+PRIVATE_ADDITIONS_PER_SESSION = 200
+PRIVATE_ADDITIONS_TTL_S = 3600
+
 SEED = 1337
 PREPROCESSING_VERSION = 4
 

@@ -31,7 +31,7 @@ ZIP_SOURCE = "My own zip of class folders"
 @pytest.fixture(scope="module")
 def server(tiny_checkpoints, tmp_path_factory):
     root = tmp_path_factory.mktemp("api-bad")
-    service = tiny_service(tiny_checkpoints, root)
+    service = tiny_service(tiny_checkpoints, root, shared_additions=True)   # additions go into the database
     with serving(service) as (url, _):
         yield url, service, root
 
@@ -113,7 +113,7 @@ def test_add_to_database_adds_the_odd_encodings_and_names_each_refusal(battery, 
     accepted = [battery[n][0] for n in sorted(battery) if battery[n][1].kind == "digit"]
     broken = [battery[n] for n in sorted(battery)
               if battery[n][1].kind == "error" and battery[n][0].suffix in config.IMAGE_EXTENSIONS]
-    report, _ = client.predict([handle_file(str(p)) for p in accepted + [p for p, _ in broken]], "2",
+    report, *_ = client.predict([handle_file(str(p)) for p in accepted + [p for p, _ in broken]], "2",
                                api_name="/add_to_database")
     assert f"Added **{len(accepted)}**" in report
     for path, expect in broken:

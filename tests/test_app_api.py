@@ -139,6 +139,11 @@ def test_training_streams_refuses_a_second_run_and_finishes(client, server, tmp_
     assert confusion is not None and confusion["plot"].startswith("data:image/png")
     set_id = picker["value"]
     assert set_id.startswith("run-") and set_id in [s for _, s in service.available_sets()]
+    # "Models in use" lists it for the visitor who trained it, and for nobody else
+    assert set_id in [s for _, s in service.available_sets(client.session_hash)]
+    assert [s for _, s in service.available_sets(other.session_hash)] == ["shipped"]
+    assert [s for _, s in picker["choices"]] == ["shipped", set_id]
+    assert " on tiny (" in [label for label, s in service.available_sets() if s == set_id][0]   # the zip's name
     assert sorted(str(f).rsplit("/", 1)[-1] for f in files) == ["finetuned.keras", "scratch.keras"]
     assert "just trained" in notice
     # the new set classifies too, and only when asked for by id

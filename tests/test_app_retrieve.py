@@ -62,14 +62,29 @@ def test_retrieve_bad_file_is_a_clear_error(client):
         c.predict(handle_file(str(junk)), 4, api_name="/retrieve")
 
 
-def test_add_to_database_makes_images_searchable(client):
+def test_added_images_are_searchable_by_their_visitor_only_and_removable(client):
     from conftest import digit_image
 
     c, database, root = client
+    before = sorted(p for p in database.rglob("*") if ".index" not in p.parts)
     new = root / "my new one.png"
     digit_image(1, 50).save(new)
-    report, _ = c.predict([handle_file(str(new))], "1", api_name="/add_to_database")
-    assert "Added **1**" in report
+    report, *_ = c.predict([handle_file(str(new))], "1", api_name="/add_to_database")
+    assert "Added **1**" in report and "only you" in report
     _, table, _, _ = c.predict(handle_file(str(new)), 1, api_name="/retrieve")
-    results = rows(table)
-    assert results[0]["path"].endswith("1/my_new_one.png") and results[0]["distance"] < 1e-3
+    first = rows(table)[0]
+    assert first["path"] == "your additions/1/my_new_one.png" and first["distance"] < 1e-3
+    # another visitor (another session) never finds it; the database itself is untouched
+    other = Client(c.src, verbose=False)
+    _, table, _, _ = other.predict(handle_file(str(new)), 3, api_name="/retrieve")
+    assert all("your additions" not in r["path"] for r in rows(table))
+    assert sorted(p for p in database.rglob("*") if ".index" not in p.parts) == before
+    assert other.predict(api_name="/my_additions") == []
+    # the visitor removes it
+    mine = c.predict(api_name="/my_additions")
+    assert [m["file"] for m in mine] == ["your additions/1/my_new_one.png"]
+    with pytest.raises(AppError):          # not among the other session's choices
+        other.predict(mine[0]["id"], api_name="/remove_addition")
+    assert "Removed" in c.predict(mine[0]["id"], api_name="/remove_addition")[0]
+    _, table, _, _ = c.predict(handle_file(str(new)), 3, api_name="/retrieve")
+    assert all("your additions" not in r["path"] for r in rows(table))

@@ -295,6 +295,50 @@ def test_retrieve_a_dropped_query_shows_four_captioned_results(page, server):
         assert all(t.startswith(f"#{i + 1}") and "class 2" in t and t.endswith("✓") for i, t in enumerate(texts))
 
 
+def _retrieve_captions(page, query) -> list[str]:
+    page.locator("#retrieve-query input[type=file]").set_input_files(str(query))
+    captions = page.locator("#retrieve-gallery .caption-label")
+    sync_api.expect(captions.first).to_be_visible(timeout=60_000)
+    page.wait_for_timeout(500)
+    return [c.strip() for c in captions.all_inner_texts()]
+
+
+def test_an_added_image_is_found_by_its_visitor_only_and_removable(browser, server, tmp_path):
+    kind, url, service = server
+    if kind != "tiny":
+        pytest.skip("one server is enough")
+    from conftest import digit_image
+
+    mine = tmp_path / "my seven.png"
+    digit_image(2, 77).save(mine)
+    visitor, stranger = (browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(2))
+    try:
+        page, other = visitor.new_page(), stranger.new_page()
+        for p in (page, other):
+            p.goto(url)
+            p.wait_for_selector("#sketch canvas", timeout=30_000)
+            open_tab(p, "Retrieve")
+        page.get_by_text("Add images to the database").click()
+        sync_api.expect(page.locator("#retrieve-add-note")).to_contain_text("by you only")
+        page.locator("#retrieve-add-files input[type=file]").set_input_files(str(mine))
+        page.locator("#retrieve-add").click()
+        sync_api.expect(page.locator("#retrieve-add-report")).to_contain_text("only you", timeout=30_000)
+        sync_api.expect(page.locator("#retrieve-mine img")).to_have_count(1, timeout=10_000)
+        assert any("yours" in c for c in _retrieve_captions(page, mine))
+        assert not any("yours" in c for c in _retrieve_captions(other, mine))      # another browser: not found
+        assert not list(service.database.rglob("my_seven*"))                      # nor in the database
+        page.locator("#retrieve-remove-pick input").first.click()
+        page.get_by_role("option").first.click()
+        page.locator("#retrieve-remove").click()
+        sync_api.expect(page.locator("#retrieve-add-report")).to_contain_text("Removed", timeout=20_000)
+        page.locator("#retrieve-search").click()                                 # the same query again
+        page.wait_for_function("![...document.querySelectorAll('#retrieve-gallery .caption-label')]"
+                               ".some(c => c.innerText.includes('yours'))", timeout=20_000)
+    finally:
+        visitor.close()
+        stranger.close()
+
+
 def test_analyze_tab_loads_when_opened(page, server):
     kind, _, _ = server
     if kind != "tiny":

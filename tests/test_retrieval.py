@@ -316,6 +316,66 @@ def test_service_retrieve_and_add(database, tmp_path):
     assert info["images"] == 10 and info["classes"]["0"] == 4 and info["extractor"] == "pixels"
 
 
+def test_private_additions_are_their_owners_alone(tmp_path):
+    from cvdemo.service import Service
+
+    database = make_database(tmp_path / "db", per_class=3, classes=(0, 1, 2))
+    before = sorted(database.rglob("*.jpg"))
+    service = Service(checkpoints=tmp_path / "none", warm=False, database=database, retrieval_extractor="pixels",
+                      analysis_cache=tmp_path / "cache")
+    new = tmp_path / "mine.png"
+    digit_image(7, 3).save(new)
+    report = service.add_to_database([new], label="../7", owner="alice")
+    assert len(report.added) == 1 and report.added[0].is_relative_to(service.private.root)
+    assert sorted(database.rglob("*.jpg")) == before and not list(database.rglob("mine*"))    # database untouched
+    found = service.retrieve(new, k=2, owner="alice")
+    assert found.hits[0].path == report.added[0] and found.hits[0].distance < 1e-6 and found.hits[0].rank == 1
+    assert found.as_list()[0]["path"] == "your additions/7/mine.png" and found.is_private(found.hits[0])
+    assert [h.rank for h in found.hits] == [1, 2] and not found.is_private(found.hits[1])
+    assert all(not found.is_private(h) for h in service.retrieve(new, k=5, owner="bob").hits)
+    assert all(not found.is_private(h) for h in service.retrieve(new, k=5).hits)
+    again = service.add_to_database([new], label="7", owner="alice")
+    assert not again.added and "already" in again.skipped[0][1]
+    copy_of_database = database / "0" / "0_0.jpg"
+    assert not service.add_to_database([copy_of_database], owner="alice").added       # already searchable
+    [mine] = service.additions("alice")
+    assert service.additions("bob") == []
+    with pytest.raises(KeyError):
+        service.remove_addition("bob", mine.id)
+    service.remove_addition("alice", mine.id)
+    assert not mine.path.exists() and all(not found.is_private(h) for h in service.retrieve(new, k=5, owner="alice").hits)
+    service.add_to_database([new], owner="alice")
+    service.end_session("alice")
+    assert service.additions("alice") == [] and not any(service.private.root.rglob("*.png"))
+
+
+def test_private_additions_are_bounded_per_owner(tmp_path):
+    from cvdemo.retrieval import PrivateAdditions
+
+    store = PrivateAdditions(tmp_path / "additions", per_owner=2)
+    files = []
+    for k in range(3):
+        files.append(tmp_path / f"d{k}.png")
+        digit_image(k % 3, 60 + k).save(files[-1])
+    report = store.add("alice", files, None, lambda images: images.reshape(len(images), -1), set())
+    assert len(report.added) == 2 and "already holds 2" in report.skipped[0][1]
+    hits = store.hits("alice", np.zeros(28 * 28, np.float32), 5)
+    assert len(hits) == 2 and hits[0].distance <= hits[1].distance
+
+
+def test_shared_additions_go_into_the_database_for_everyone(tmp_path):
+    from cvdemo.service import Service
+
+    database = make_database(tmp_path / "db", per_class=2, classes=(0, 1))
+    service = Service(checkpoints=tmp_path / "none", warm=False, database=database, retrieval_extractor="pixels",
+                      analysis_cache=tmp_path / "cache", shared_additions=True)
+    new = tmp_path / "shared.png"
+    digit_image(1, 9).save(new)
+    report = service.add_to_database([new], label="1", owner="alice")
+    assert report.added[0].parent == database / "1"
+    assert service.retrieve(new, k=1, owner="bob").hits[0].path == report.added[0]
+
+
 # ----------------------------------------------------------------------------- CLI
 
 def run_cli(*argv, capsys):

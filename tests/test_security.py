@@ -25,7 +25,7 @@ FILE_DATA = {"_type": "gradio.FileData"}
 @pytest.fixture(scope="module")
 def server(tiny_checkpoints, tmp_path_factory):
     root = tmp_path_factory.mktemp("security")
-    service = tiny_service(tiny_checkpoints, root)
+    service = tiny_service(tiny_checkpoints, root, shared_additions=True)   # additions go into the database
     (service.database / ".secret.png").write_bytes(b"dotfile")
     secret = root / "secret.png"                  # an image outside every served folder
     digit_image(3, 1).save(secret)
@@ -132,7 +132,7 @@ def test_model_set_and_label_traversal(server, tmp_path):
     with pytest.raises(AppError):
         client.predict("run-../../etc", api_name="/choose_model_set")
     outside = {p for p in service.database.parent.rglob("*")} - {p for p in service.database.rglob("*")}
-    report, _ = client.predict([handle_file(str(image))], "../../../escaped", api_name="/add_to_database")
+    report, *_ = client.predict([handle_file(str(image))], "../../../escaped", api_name="/add_to_database")
     assert "Added **1**" in report
     landed = [p for p in service.database.rglob("five*.png")]
     assert len(landed) == 1 and landed[0].parent == service.database / "escaped"

@@ -19,7 +19,7 @@ import gradio as gr
 from cvdemo import config
 from cvdemo.service import SHIPPED, CheckpointError, Service
 
-from .common import set_notice
+from .common import owner_of, set_notice
 from .context import Shared
 from .tabs import analyze, classify, explain, retrieve, train
 
@@ -39,7 +39,7 @@ def build_app(service: Service) -> gr.Blocks:
                 gr.Markdown("## ✍️ cvdemo: handwritten digits\nA CNN trained from scratch next to a "
                             "fine-tuned pretrained backbone: draw, train, retrieve, analyse.", elem_id="app-title")
             with gr.Column(scale=2, min_width=280):
-                set_picker = gr.Dropdown(service.available_sets(), value=SHIPPED, label="Models in use",
+                set_picker = gr.Dropdown(service.available_sets(owner=""), value=SHIPPED, label="Models in use",
                                          elem_id="model-set")
                 notice = gr.Markdown(set_notice(SHIPPED), elem_id="set-notice")
         with gr.Tabs(elem_id="tabs") as tabs:
@@ -56,18 +56,26 @@ def build_app(service: Service) -> gr.Blocks:
             with gr.Tab("Analyze", id="analyze") as analyze_tab:
                 analyze.build(ctx, service, analyze_tab)
 
-        def choose_set(set_id):
+        def choose_set(set_id, request: gr.Request):
             try:
+                if set_id not in [s for _, s in service.available_sets(owner_of(request) or "")]:
+                    raise KeyError(set_id)
                 service.model_set(set_id)
             except (KeyError, CheckpointError):
                 raise gr.Error("That model set is not available.") from None
             return set_id, set_notice(set_id)
 
-        def refresh_sets(set_id):
-            return gr.Dropdown(choices=service.available_sets(), value=set_id)
+        def refresh_sets(set_id, request: gr.Request):
+            # the shipped models and this visitor's own runs; nobody else's
+            return gr.Dropdown(choices=service.available_sets(owner_of(request) or ""), value=set_id)
 
         set_picker.input(choose_set, set_picker, [model_set, notice], api_name="choose_model_set")
         demo.load(refresh_sets, model_set, set_picker, api_name="list_model_sets")
+        def end_session(request: gr.Request):
+            service.end_session(owner_of(request))
+
+        # closing the page forgets the visitor's added images and stops their training
+        demo.unload(end_session)
     return demo
 
 

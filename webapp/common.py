@@ -25,6 +25,11 @@ def user_error(err: Exception) -> gr.Error:
     return gr.Error(html.escape(str(message)))
 
 
+def owner_of(request) -> str | None:
+    """The visitor's session, which owns what they train and add (None outside a request)."""
+    return getattr(request, "session_hash", None) or None
+
+
 def file_path(payload) -> tuple[str | None, str | None]:
     """(path, original name) of an un-preprocessed gr.Image/gr.File value (a FileData dict)."""
     if payload is None:

@@ -42,6 +42,7 @@ class RetrievalAnswer:
     ms: float
     database: Path | None = None   # the searched folder, to show hit paths relative to it
     backend: str = "auto"          # which search answered (snapshot.BACKENDS)
+    private: Path | None = None    # where the asker's own additions are kept (private.PrivateAdditions)
 
     @property
     def majority(self) -> str | None:
@@ -51,8 +52,15 @@ class RetrievalAnswer:
             return None
         return max(labels, key=lambda label: (labels.count(label), -labels.index(label)))
 
+    def is_private(self, hit: Hit) -> bool:
+        """True for one of the asker's own additions (see :mod:`.private`)."""
+        return self.private is not None and Path(hit.path).is_relative_to(self.private)
+
     def shown_path(self, hit: Hit) -> str:
-        """A hit's path for clients: ``<database folder name>/<relative path>``, never absolute."""
+        """A hit's path for clients: ``<database folder name>/<relative path>``, or ``your
+        additions/<class>/<file>`` for the asker's own; never absolute."""
+        if self.is_private(hit):
+            return "/".join(["your additions", *([hit.label] if hit.label else []), Path(hit.path).name])
         if self.database is not None:
             try:
                 return (Path(self.database.name) / Path(hit.path).relative_to(self.database)).as_posix()

@@ -26,6 +26,7 @@ from ..data import DatasetError
 from ..fsutil import atomic_write_bytes, staged_folder
 from ..images import DECODE_SIDE, ImageError, canvas_array, decode, prepare, to_display
 from ..progress import RunProgress
+from ..retrieval import PrivateAdditions
 from ..retrieval.milvus import MilvusError
 from .analyses import Analyses
 from .explaining import Explaining
@@ -50,9 +51,12 @@ class Service(Retrieval, Explaining):
                  warm: bool = True, max_sets: int = 4, database: Path = config.DATABASE_DIR,
                  retrieval_extractor: str | None = None, analysis_cache: Path = config.CACHE_DIR,
                  queries: Path = config.QUERY_DIR, limits: config.Limits = config.PUBLIC_LIMITS,
-                 retrieval_backend: str = config.RETRIEVAL_BACKEND, milvus_uri: str | None = config.MILVUS_URI):
+                 retrieval_backend: str = config.RETRIEVAL_BACKEND, milvus_uri: str | None = config.MILVUS_URI,
+                 shared_additions: bool = config.SHARED_ADDITIONS):
         """``retrieval_extractor``: None picks ``retrieval.default_extractor(checkpoints)``;
-        ``retrieval_backend`` and ``milvus_uri`` as ``retrieval.FeatureIndex`` takes them."""
+        ``retrieval_backend`` and ``milvus_uri`` as ``retrieval.FeatureIndex`` takes them;
+        ``shared_additions``: a visitor's added images go into the database for everyone."""
+
         self.checkpoints = Path(checkpoints)
         self.database = Path(database)
         self.runs = Path(runs)
@@ -62,6 +66,8 @@ class Service(Retrieval, Explaining):
         self.retrieval_backend = retrieval_backend
         self.milvus_uri = milvus_uri
         self.analysis_cache = Path(analysis_cache)
+        self.shared_additions = shared_additions
+        self.private = PrivateAdditions(self.analysis_cache / "additions")
         self._retrieval = None             # the FeatureIndex, created on first retrieve
         self._retrieval_lock = threading.Lock()
         self._sets: OrderedDict[str, ModelSet] = OrderedDict()
@@ -70,6 +76,8 @@ class Service(Retrieval, Explaining):
         self._train_lock = threading.Lock()
         self._analyses = Analyses(analysis_cache)
         self.job: TrainingJob | None = None
+        # who trained each run of this process; in memory only (runs/ is served to anyone)
+        self._run_owners: dict[str, str | None] = {}
         if warm:
             self.model_set(SHIPPED)
 
@@ -82,11 +90,14 @@ class Service(Retrieval, Explaining):
             raise KeyError(f"unknown model set {set_id!r}")
         return self.runs / set_id
 
-    def available_sets(self) -> list[tuple[str, str]]:
-        """(label, id) pairs: the shipped models and every finished training run, newest first."""
+    def available_sets(self, owner: str | None = None) -> list[tuple[str, str]]:
+        """(label, id) pairs: the shipped models and, newest first, the finished training runs
+        ``owner`` (a visitor's session) trained, or every run when ``owner`` is None."""
         found = [("Shipped models (checkpoints/)", SHIPPED)]
         if self.runs.is_dir():
             for folder in sorted(self.runs.glob("run-*"), reverse=True):
+                if owner is not None and self._run_owners.get(folder.name) != owner:
+                    continue
                 info = folder / "run.json"
                 if info.exists():
                     try:
@@ -158,11 +169,12 @@ class Service(Retrieval, Explaining):
     # ------------------------------------------------------------------ training
     def start_training(self, data_dir: Path, model_names: tuple[str, ...], cfg: TrainConfig = TrainConfig(),
                        ft: FinetuneConfig = FinetuneConfig(), owner: str | None = None,
-                       base_set: str = SHIPPED) -> TrainingJob:
+                       base_set: str = SHIPPED, data_name: str | None = None) -> TrainingJob:
         """Start a training in a background thread; raise BusyError if one is running.
 
         The finished models are saved under runs/<job id>/ (never over checkpoints/), together
-        with copies of ``base_set``'s other models, and become a new model set.
+        with copies of ``base_set``'s other models, and become a new model set, named after
+        ``data_name`` (the uploaded zip's name; default: the data folder's).
         """
         if not self._train_lock.acquire(blocking=False):
             raise BusyError("A training run is already in progress. Please wait for it to finish "
@@ -170,7 +182,7 @@ class Service(Retrieval, Explaining):
         job = TrainingJob(id=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}", owner=owner)
         self.job = job
         thread = threading.Thread(target=self._run_training, name=f"train-{job.id}", daemon=True,
-                                  args=(job, Path(data_dir), model_names, cfg, ft, base_set))
+                                  args=(job, Path(data_dir), model_names, cfg, ft, base_set, data_name))
         try:
             thread.start()
         except BaseException:
@@ -178,7 +190,8 @@ class Service(Retrieval, Explaining):
             raise
         return job
 
-    def _run_training(self, job: TrainingJob, data_dir: Path, model_names, cfg, ft, base_set) -> None:
+    def _run_training(self, job: TrainingJob, data_dir: Path, model_names, cfg, ft, base_set,
+                      data_name: str | None = None) -> None:
         from ..train import train
 
         try:
@@ -189,8 +202,9 @@ class Service(Retrieval, Explaining):
                 finished = [name for name, r in results.items() if not r.stopped]
                 if not finished:
                     raise NothingFinished
-                label = self._complete_run(staging, results, finished, data_dir, base_set)
+                label = self._complete_run(staging, results, finished, data_dir, base_set, data_name)
             self.model_set(job.id)           # load + warm now, before anyone asks
+            self._run_owners[job.id] = job.owner
             job.set_id = job.id
             job.events.append({"kind": "activated", "set_id": job.id, "label": label})
         except NothingFinished:
@@ -204,7 +218,7 @@ class Service(Retrieval, Explaining):
             self._train_lock.release()
 
     def _complete_run(self, staging: Path, results: dict, finished: list[str], data_dir: Path,
-                      base_set: str) -> str:
+                      base_set: str, data_name: str | None = None) -> str:
         """Copy the base set's other models beside the trained ones and write run.json; returns the label."""
         from .. import checkpoints as ckpt
 
@@ -216,7 +230,7 @@ class Service(Retrieval, Explaining):
                     shutil.copy2(base / f"{name}{suffix}", staging / f"{name}{suffix}")
         label = (f"Trained {time.strftime('%H:%M:%S')}: " + ", ".join(
             f"{n} {results[n].meta['val_accuracy']:.1%}" for n in finished) +
-            f" on {data_dir.name} ({len(classes)} classes)")
+            f" on {data_name or data_dir.name} ({len(classes)} classes)")
         # no owner session hash here: runs/ is served to anyone (the trained models download)
         atomic_write_bytes(staging / "run.json", json.dumps(
             {"label": label, "models": finished, "data": str(data_dir)}).encode())
@@ -233,13 +247,13 @@ class Service(Retrieval, Explaining):
         return chosen, self.limits.epochs(epochs)
 
     def train_from(self, data_dir: Path, models, backbone: str, weights: str, epochs, owner: str | None = None,
-                   base_set: str = SHIPPED) -> tuple[TrainingJob, RunProgress]:
+                   base_set: str = SHIPPED, data_name: str | None = None) -> tuple[TrainingJob, RunProgress]:
         """Start a visitor's training request (see ``check_training``) and return the job with the
         progress to follow it by. Raises ValueError or BusyError."""
         chosen, epochs = self.check_training(models, backbone, weights, epochs)
         job = self.start_training(data_dir, chosen, TrainConfig(epochs=epochs),
                                   FinetuneConfig(backbone=backbone, weights=weights), owner=owner,
-                                  base_set=base_set or SHIPPED)
+                                  base_set=base_set or SHIPPED, data_name=data_name)
         return job, RunProgress(models=chosen, epochs=epochs)
 
     def trained_confusions(self, set_id: str, progress: RunProgress):
@@ -259,6 +273,13 @@ class Service(Retrieval, Explaining):
         if job is None or job.done.is_set() or owner is None or job.owner != owner:
             raise KeyError("No training of yours is running.")
         job.stop.set()
+
+    def end_session(self, owner: str | None) -> None:
+        """A visitor left: forget the images they added and stop their training at the next batch."""
+        self.private.forget(owner)
+        job = self.job
+        if owner is not None and job is not None and job.owner == owner and not job.done.is_set():
+            job.stop.set()
 
     @property
     def training(self) -> bool:

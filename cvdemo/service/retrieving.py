@@ -29,17 +29,24 @@ class Retrieval:
                                                backend=self.retrieval_backend, milvus_uri=self.milvus_uri)
             return self._retrieval
 
-    def retrieve(self, source: Any, k: int = 4, name: str | None = None):
-        """The k database images nearest to ``source`` -> retrieval.RetrievalAnswer. Raises ImageError."""
-        from ..retrieval import RetrievalAnswer
+    def retrieve(self, source: Any, k: int = 4, name: str | None = None, owner: str | None = None):
+        """The k database images nearest to ``source``, with ``owner``'s own additions among them
+        -> retrieval.RetrievalAnswer. Raises ImageError."""
+        from ..retrieval import RetrievalAnswer, merge
 
         index = self.retrieval_index()
         started = time.perf_counter()
-        image, hits = index.search(source, max(1, int(k)), name=name)
+        k = max(1, int(k))
+        image, vector = index.query_features(source, name=name)
+        hits = index.ensure_fresh().search(vector[None], k, "euclidean", index.backend)[0]
+        if owner is not None:
+            hits = merge(hits, self.private.hits(owner, vector, k), k)
         return RetrievalAnswer(hits, image, index.extractor_name, (time.perf_counter() - started) * 1000,
-                               database=index.database, backend=index.snapshot.resolve(index.backend))
+                               database=index.database, backend=index.snapshot.resolve(index.backend),
+                               private=self.private.root)
 
-    def retrieve_compared(self, source: Any, k: int = 4, set_id: str = SHIPPED, name: str | None = None):
+    def retrieve_compared(self, source: Any, k: int = 4, set_id: str = SHIPPED, name: str | None = None,
+                          owner: str | None = None):
         """``retrieve`` within the limits, with how the neighbours compare to the set's classifiers.
 
         Returns (RetrievalAnswer, retrieval.Agreement). Raises ValueError for a k out of bounds and
@@ -47,7 +54,7 @@ class Retrieval:
         """
         from ..retrieval import agreement
 
-        answer = self.retrieve(source, k=self.limits.k(k), name=name)
+        answer = self.retrieve(source, k=self.limits.k(k), name=name, owner=owner)
         try:
             result = self.classify(source, set_id or SHIPPED)
         except ImageError:
@@ -64,12 +71,16 @@ class Retrieval:
 
         return thumbnail(Path(path), side)
 
-    def add_to_database(self, files: list, label: str | None = None):
-        """Copy image files into the database (never overwriting) and index them now -> AddReport."""
+    def add_to_database(self, files: list, label: str | None = None, owner: str | None = None):
+        """Add image files -> AddReport. With an ``owner`` (a visitor's session) and shared
+        additions off, they are that owner's alone (:meth:`additions`); otherwise they are copied
+        into the database (never overwriting) and indexed now, for everyone."""
         from ..retrieval import add_files
 
         index = self.retrieval_index()
-        known = {entry.sha256 for entry in index.snapshot.entries}
+        known = {entry.sha256 for entry in index.ensure_fresh().entries}
+        if owner is not None and not self.shared_additions:
+            return self.private.add(owner, list(files), label, index.features_of, known)
         report = add_files(self.database, [Path(f) for f in files], label, known)
         if report.added:
             update = index.update()
@@ -78,6 +89,15 @@ class Retrieval:
                 if rel in added:
                     report.skipped.append((Path(rel).name, reason))
         return report
+
+    def additions(self, owner: str | None) -> list:
+        """``owner``'s own additions (retrieval.Addition), oldest first."""
+        return self.private.list(owner)
+
+    def remove_addition(self, owner: str | None, addition_id: str) -> None:
+        """Remove one of ``owner``'s additions; KeyError when there is none by that id."""
+        if not self.private.remove(owner, addition_id):
+            raise KeyError("That image is not among the ones you added (it may be removed already).")
 
     def database_info(self) -> dict:
         """Size, classes and extractor of the retrieval database (indexes it if needed)."""

@@ -12,7 +12,7 @@ from cvdemo import config
 from cvdemo.config import class_display_name
 from cvdemo.service import ImageError, MilvusError, Service, to_display
 
-from ..common import empty_verdict, file_path, image_file, user_error
+from ..common import empty_verdict, file_path, image_file, owner_of, user_error
 from ..context import Shared
 
 RESULT_HEADERS = ["rank", "path", "label", "distance"]
@@ -45,15 +45,15 @@ class Handlers:
     def __init__(self, service: Service):
         self.service = service
 
-    def search(self, source, k, set_id, name=None):
+    def search(self, source, k, set_id, name=None, owner=None):
         try:
-            answer, agreement = self.service.retrieve_compared(source, k, set_id, name=name)
+            answer, agreement = self.service.retrieve_compared(source, k, set_id, name=name, owner=owner)
         except (ValueError, ImageError, MilvusError) as err:
             raise user_error(err) from None
         items = []
         for hit in answer.hits:
             caption = (f"#{hit.rank} · {hit.path.name} · class {hit.label if hit.label is not None else '-'}"
-                       f" · d={hit.distance:.3f}{agreement.mark(hit)}")
+                       f" · d={hit.distance:.3f}{agreement.mark(hit)}" + (" · yours" if answer.is_private(hit) else ""))
             try:
                 items.append((image_file(self.service.thumbnail(hit.path)), caption))
             except ImageError:            # deleted or changed since indexing: leave it out, keep the rest
@@ -64,39 +64,71 @@ class Handlers:
         note = f"extractor {answer.extractor} · {answer.backend} search · {answer.ms:.0f} ms"
         return items, listing, agreement_html(agreement, note), image_file(to_display(answer.query_input))
 
-    def search_file(self, payload, k, set_id=None):
+    def search_file(self, payload, k, set_id=None, request: gr.Request = None):
         path, name = file_path(payload)
         if path is None:
             raise gr.Error("Drop, paste or pick a query image first.")
-        return self.search(path, k, set_id, name=name)
+        return self.search(path, k, set_id, name=name, owner=owner_of(request))
 
-    def search_live(self, payload, k, set_id=None):
+    def search_live(self, payload, k, set_id=None, request: gr.Request = None):
         if file_path(payload)[0] is None:
             return [], None, empty_verdict(WAITING), None
-        return self.search_file(payload, k, set_id)
+        return self.search_file(payload, k, set_id, request)
 
     @staticmethod
     def failed():       # clear the previous query's neighbours instead of leaving them beside the error
         return [], None, empty_verdict("That query could not be searched: the message at the top right says why."), None
 
-    def add(self, files, label):
+    def add(self, files, label, request: gr.Request = None):
         paths = [f if isinstance(f, str) else file_path(f)[0] for f in (files or [])]
         paths = [p for p in paths if p]
         if not paths:
             raise gr.Error("Choose one or more image files to add.")
+        owner = owner_of(request)
         try:
-            report = self.service.add_to_database(paths, label=label or None)
+            report = self.service.add_to_database(paths, label=label or None, owner=owner)
         except (ValueError, MilvusError) as err:
             raise user_error(err) from None
         if not report.added:
             raise gr.Error("Nothing was added. " + " ".join(
                 f"{html.escape(n)}: {html.escape(r.rstrip('.'))}." for n, r in report.skipped))
-        lines = [f"Added **{len(report.added)}** image(s); they are searchable now."]
+        whose = ("they are in the database for everyone now" if self.private_off(owner)
+                 else "only you can find them, until you close this page")
+        lines = [f"Added **{len(report.added)}** image(s); {whose}."]
         lines += [f"- added `{html.escape(p.name)}`" for p in report.added]
         lines += [f"- skipped `{html.escape(n)}`: {html.escape(r)}" for n, r in report.skipped]
-        info = self.service.database_info()
-        lines.append(f"\nDatabase: {info['images']} images in {len(info['classes'])} classes.")
-        return "\n".join(lines), None
+        return ("\n".join(lines), None, *self.mine(owner))
+
+    def private_off(self, owner) -> bool:
+        return owner is None or self.service.shared_additions
+
+    def mine(self, owner) -> tuple:
+        """The visitor's own additions: thumbnails, and the choices of the "remove" dropdown."""
+        additions = self.service.additions(owner)
+        tiles = []
+        for a in additions:
+            try:
+                tiles.append((image_file(self.service.thumbnail(a.path, 96)), a.shown))
+            except ImageError:
+                continue
+        return (gr.Gallery(value=tiles, visible=bool(tiles)),
+                gr.Dropdown(choices=[(a.shown, a.id) for a in additions], value=None, visible=bool(additions)),
+                gr.Button(visible=bool(additions)))
+
+    def remove(self, addition_id, request: gr.Request = None):
+        if not addition_id:
+            raise gr.Error("Pick one of the images you added first.")
+        owner = owner_of(request)
+        try:
+            self.service.remove_addition(owner, addition_id)
+        except KeyError as err:
+            raise user_error(err) from None
+        return ("Removed: it is no longer found by your searches.", *self.mine(owner))
+
+    def api_additions(self, request: gr.Request = None) -> list[dict]:
+        """The caller's own additions: [{"id", "file"}] (API only; a "path" key would make
+        gradio_client download it)."""
+        return [{"id": a.id, "file": "your additions/" + a.shown} for a in self.service.additions(owner_of(request))]
 
 
 def layout(service: Service) -> SimpleNamespace:
@@ -124,6 +156,10 @@ def layout(service: Service) -> SimpleNamespace:
                 ui.results = gr.Dataframe(headers=RESULT_HEADERS, label="Ranked results", scale=3, min_width=260,
                                           interactive=False, elem_id="retrieve-results", max_height=200)
             with gr.Accordion("Add images to the database", open=False):
+                gr.Markdown("Images you add are in the database for everyone, for good (this server's "
+                            "setting)." if service.shared_additions else
+                            "Images you add are searchable **by you only**, until you close this page; "
+                            "nobody else sees them. Remove them below at any time.", elem_id="retrieve-add-note")
                 with gr.Row():
                     ui.new_files = gr.File(file_count="multiple", type="filepath", elem_id="retrieve-add-files",
                                            file_types=list(config.IMAGE_EXTENSIONS), label="Images to add")
@@ -133,6 +169,12 @@ def layout(service: Service) -> SimpleNamespace:
                                                    elem_id="retrieve-add-label")
                         ui.add_btn = gr.Button("Add to database", elem_id="retrieve-add")
                 ui.add_report = gr.Markdown(elem_id="retrieve-add-report")
+                ui.mine = gr.Gallery(label="Images you added", columns=6, height="auto", visible=False,
+                                     allow_preview=False, elem_id="retrieve-mine")
+                with gr.Row():
+                    ui.remove_pick = gr.Dropdown([], label="Remove one of them", visible=False,
+                                                 elem_id="retrieve-remove-pick")
+                    ui.remove_btn = gr.Button("Remove", visible=False, elem_id="retrieve-remove")
     return ui
 
 
@@ -146,8 +188,12 @@ def build(ctx: Shared, service: Service) -> None:
     ui.query.change(on.search_live, inputs, outputs, preprocess=False, api_name="retrieve_live",
                     show_progress="minimal", **common
                     ).failure(on.failed, None, outputs, api_name=False, show_progress="hidden")
-    ui.add_btn.click(on.add, [ui.new_files, ui.new_label], [ui.add_report, ui.new_files], api_name="add_to_database",
-                     concurrency_limit=1, concurrency_id="add_to_database")
+    mine = [ui.mine, ui.remove_pick, ui.remove_btn]
+    ui.add_btn.click(on.add, [ui.new_files, ui.new_label], [ui.add_report, ui.new_files, *mine],
+                     api_name="add_to_database", concurrency_limit=1, concurrency_id="add_to_database")
+    ui.remove_btn.click(on.remove, ui.remove_pick, [ui.add_report, *mine], api_name="remove_addition")
+    api_out = gr.JSON(visible=False, label="additions")
+    gr.Button(visible=False).click(on.api_additions, None, api_out, api_name="my_additions")
     # Classify's "Find similar images": show it here; .change searches
     ctx.to_retrieve.change(lambda source: source, ctx.to_retrieve, ui.query, api_name="receive_query",
                            show_progress="hidden")

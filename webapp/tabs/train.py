@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
@@ -9,7 +10,7 @@ import pandas as pd
 
 from cvdemo.service import BACKBONES, SHIPPED, USER_ERRORS, BusyError, RunProgress, Service
 
-from ..common import file_path, set_notice, user_error
+from ..common import file_path, owner_of, set_notice, user_error
 from ..context import Shared
 
 SAMPLE_SOURCE = "Sample dataset (digits 0, 1, 2)"
@@ -34,6 +35,14 @@ def curves(progress: RunProgress, metric: str):
     the chart guess non-numeric axes and keep them)."""
     rows = progress.curves(metric)
     return pd.DataFrame(rows, columns=["epoch", "value", "series"]) if rows else gr.skip()
+
+
+def data_name(choice: str, zip_path) -> str:
+    """What a trained set is named after: the uploaded zip's name, or the sample digits."""
+    if choice != ZIP_SOURCE:
+        return "the sample digits"
+    name = file_path(zip_path)[1] if isinstance(zip_path, dict) else None
+    return Path(name or str(zip_path or "your zip")).stem or "your zip"
 
 
 class Handlers:
@@ -66,9 +75,8 @@ class Handlers:
         try:
             self.service.check_training(chosen, backbone, weights, epochs)
             data = self.dataset_dir(choice, zip_path)
-            job, progress = self.service.train_from(data, chosen, backbone, weights, epochs,
-                                                    owner=request.session_hash if request else None,
-                                                    base_set=set_id or SHIPPED)
+            job, progress = self.service.train_from(data, chosen, backbone, weights, epochs, owner=owner_of(request),
+                                                    base_set=set_id or SHIPPED, data_name=data_name(choice, zip_path))
         except (ValueError, BusyError) as err:
             raise user_error(err) from None
         skip = [gr.skip()] * 6
@@ -86,12 +94,12 @@ class Handlers:
         gr.Info("Your session now uses the models you just trained. Other visitors keep theirs.")
         yield (*shown, self.service.trained_confusions(job.set_id, progress),
                [str(p) for p in self.service.run_files(job.set_id)], job.set_id,
-               gr.Dropdown(choices=self.service.available_sets(), value=job.set_id),
+               gr.Dropdown(choices=self.service.available_sets(owner_of(request) or ""), value=job.set_id),
                set_notice(job.set_id, trained=True))
 
     def stop(self, request: gr.Request):
         try:
-            self.service.stop_training(request.session_hash if request else None)
+            self.service.stop_training(owner_of(request))
         except KeyError as err:
             raise user_error(err) from None
         return "Stopping at the next batch; models that did not finish are not saved."
