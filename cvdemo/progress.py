@@ -43,7 +43,7 @@ class RunProgress:
     @property
     def fraction(self) -> float:
         """0..1 over all requested models and epochs (batch-level resolution)."""
-        if self.finished:
+        if self.finished and not self.stopped:
             return 1.0
         total = max(1, len(self.models) * self.epochs)
         return min(1.0, sum(self._done_epochs.values()) / total)
@@ -119,7 +119,8 @@ class RunProgress:
 
     def _on_model_done(self, e: dict) -> None:
         self.results[e["model"]] = e
-        self._done_epochs[e["model"]] = float(self.epochs)
+        if not e["stopped"]:                 # a stopped model keeps the share it reached
+            self._done_epochs[e["model"]] = float(self.epochs)
         state = "stopped, not saved" if e["stopped"] else f"saved, val accuracy {e['val_accuracy']:.1%}"
         self.lines.append(f"{e['model']}: {state}")
 

@@ -233,8 +233,8 @@ def test_a_bad_file_clears_the_previous_answers(page, server, tmp_path):
 
 
 @pytest.mark.slow     # 40 s; test_app_api trains through the same events in the default run
-def test_training_in_the_browser_grows_curves_and_finishes(page, server, tmp_path):
-    kind, _, service = server
+def test_training_in_the_browser_grows_curves_and_finishes(browser, page, server, tmp_path):
+    kind, url, service = server
     if kind != "tiny":
         pytest.skip("one training run is enough")
     data = zip_folder(write_digits(tmp_path / "mini", per_class=6), tmp_path / "mini.zip")
@@ -258,7 +258,26 @@ def test_training_in_the_browser_grows_curves_and_finishes(page, server, tmp_pat
         sync_api.expect(page.locator("#curve-legend")).to_contain_text(series)   # one legend, all four
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / "train-running-desktop.png"), full_page=True)
+    # a second visitor pressing Start is told once, under the button, and no panel shows an error
+    second = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        other = second.new_page()
+        other.goto(url)
+        other.wait_for_selector("#sketch canvas", timeout=30_000)
+        open_tab(other, "Train")
+        other.locator("#train-start").click()
+        sync_api.expect(other.locator("#train-status")).to_contain_text("already in progress", timeout=30_000)
+        other.wait_for_timeout(1000)
+        assert other.get_by_text("Error", exact=True).count() == 0
+        assert other.locator(".toast-body").count() == 0
+    finally:
+        second.close()
     sync_api.expect(page.locator("#train-progress")).to_contain_text("Finished", timeout=240_000)
+    # the log shows its last line; the epoch axis has whole epochs only
+    log = page.locator("#train-log textarea")
+    assert log.evaluate("t => t.scrollTop + t.clientHeight >= t.scrollHeight - 4"), "the log is not at its end"
+    ticks = page.locator("#loss-plot g[aria-label^='X-axis'] text").evaluate_all("ts => ts.map(t => t.textContent)")
+    assert ticks and all(re.fullmatch(r"\d+|epoch", t.strip()) for t in ticks), ticks
     sync_api.expect(page.locator("#train-table")).to_contain_text("finetuned", timeout=30_000)
     page.screenshot(path=str(SHOTS / "train-done-desktop.png"), full_page=True)
     sync_api.expect(page.locator("#acc-plot")).to_contain_text("accuracy")

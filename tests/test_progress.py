@@ -30,3 +30,11 @@ def test_a_run_stopped_before_any_model_finished_says_stopped():
     assert progress.stage == "Stopped" and progress.stopped
     assert "stopped at your request" in progress.log
 
+
+
+def test_a_stopped_run_keeps_the_share_it_reached():
+    """The bar of a run stopped halfway reads about 25%, not "100% · Stopped"."""
+    progress = RunProgress(models=("scratch", "finetuned"), epochs=2)
+    progress.extend([_epoch("scratch", 1), _model_done("scratch", stopped=True), {"kind": "done", "stopped": True}])
+    progress.finished = True
+    assert 0.2 <= progress.fraction <= 0.3

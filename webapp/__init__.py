@@ -24,7 +24,7 @@ from .context import Shared
 from .tabs import analyze, classify, explain, retrieve, train
 
 STATIC = Path(__file__).resolve().parent / "static"
-PAGE_SCRIPTS = ("wheel_scrolls_page.js", "accessible_names.js")   # run once on load, in order
+PAGE_SCRIPTS = ("wheel_scrolls_page.js", "accessible_names.js", "log_follows.js")   # run once on load, in order
 
 
 def build_app(service: Service) -> gr.Blocks:

@@ -295,7 +295,8 @@ def confusion_matrices_figure(matrices: dict[str, list[list[int]]], class_names:
     fig = Figure(figsize=(side * n + 0.5, side + 0.3), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]
     for ax, (name, matrix) in zip(axes, matrices.items()):
-        display = ConfusionMatrixDisplay(np.asarray(matrix), display_labels=class_names)
+        display = ConfusionMatrixDisplay(np.asarray(matrix),
+                                         display_labels=[class_display_name(c) for c in class_names])
         display.plot(ax=ax, colorbar=False, cmap="Blues", values_format="d")
         ax.set_title(name)
         ax.tick_params(axis="x", labelrotation=45)

@@ -19,6 +19,7 @@ ZIP_SOURCE = "My own zip of class folders"
 TRAIN_HEADERS = ["model", "val accuracy", "macro F1", "training time (s)", "parameters", "saved"]
 WEIGHT_SOURCES = [("digits: pretrained offline on MNIST 3-9", "digits"),
                   ("imagenet: Keras download (needs network)", "imagenet"), ("none: random init", "none")]
+STOPPING = "Stopping at the next batch; models that did not finish are not saved."
 # a fixed colour map: the chart keeps the series it first saw, so name all four now
 COLOURS = {"scratch train": "#74c0fc", "scratch val": "#1864ab",
            "finetuned train": "#ffa94d", "finetuned val": "#d9480f"}
@@ -26,15 +27,31 @@ COLOURS = {"scratch train": "#74c0fc", "scratch val": "#1864ab",
 
 def progress_html(progress: RunProgress) -> str:
     percent = round(100 * progress.fraction)
+    stage = (f"Stopped at {percent}% at your request; the models that had not finished were not saved"
+             if progress.stopped else f"{percent}% · {progress.stage}")
     return (f"<div class='progress-track'><div class='progress-fill' style='width:{percent}%'></div></div>"
-            f"<p>{percent}% · {html.escape(progress.stage)}</p>")
+            f"<p>{html.escape(stage)}</p>")
+
+
+def status_html(text: str, kind: str = "info") -> str:
+    """The line under Start and Stop: a busy server, a refused request, a stop on its way."""
+    return f"<div class='train-status {kind}' role='status'>{html.escape(text)}</div>" if text else ""
 
 
 def curves(progress: RunProgress, metric: str):
     """Long-format rows for a gr.LinePlot; nothing until the first epoch (an empty frame would make
-    the chart guess non-numeric axes and keep them)."""
+    the chart guess non-numeric axes and keep them). Epochs go as text, in the order
+    :func:`whole_epochs` gives: a numeric axis over two epochs is labelled 1.0, 1.2 ... 2.0."""
     rows = progress.curves(metric)
-    return pd.DataFrame(rows, columns=["epoch", "value", "series"]) if rows else gr.skip()
+    if not rows:
+        return gr.skip()
+    return pd.DataFrame([{**row, "epoch": str(int(row["epoch"]))} for row in rows],
+                        columns=["epoch", "value", "series"])
+
+
+def whole_epochs(epochs: int) -> gr.LinePlot:
+    """The x axis of a run of ``epochs``: every epoch, in order, as a whole number."""
+    return gr.LinePlot(sort=[str(e) for e in range(1, max(1, int(epochs)) + 1)])
 
 
 def data_name(choice: str, zip_path) -> str:
@@ -71,6 +88,20 @@ class Handlers:
             raise user_error(err) from None
         return gr.File(visible=choice == ZIP_SOURCE), [[name, n] for name, n in found.items()]
 
+    def train_here(self, choice, zip_path, chosen, backbone, weights, epochs, set_id, request: gr.Request):
+        """The Start button: :meth:`train`, with a refusal or a failure said once, under the
+        button, instead of a toast plus an error badge on every panel."""
+        try:
+            span = whole_epochs(self.service.limits.epochs(epochs))
+        except ValueError:
+            span = gr.skip()                    # train() says what is wrong with the request
+        yield (gr.skip(), gr.skip(), span, span, *[gr.skip()] * 6, status_html(""))
+        try:
+            for update in self.train(choice, zip_path, chosen, backbone, weights, epochs, set_id, request):
+                yield (*update, gr.skip())
+        except gr.Error as err:
+            yield (*[gr.skip()] * 10, status_html(html.unescape(str(err.message)), "error"))
+
     def train(self, choice, zip_path, chosen, backbone, weights, epochs, set_id, request: gr.Request):
         try:
             self.service.check_training(chosen, backbone, weights, epochs)
@@ -91,7 +122,6 @@ class Handlers:
             yield (*shown[:1], progress.log + "\nNo model finished, nothing was saved.", *shown[2:], None, None,
                    gr.skip(), gr.skip(), gr.skip())
             return
-        gr.Info("Your session now uses the models you just trained. Other visitors keep theirs.")
         yield (*shown, self.service.trained_confusions(job.set_id, progress),
                [str(p) for p in self.service.run_files(job.set_id)], job.set_id,
                gr.Dropdown(choices=self.service.available_sets(owner_of(request) or ""), value=job.set_id),
@@ -102,7 +132,14 @@ class Handlers:
             self.service.stop_training(owner_of(request))
         except KeyError as err:
             raise user_error(err) from None
-        return "Stopping at the next batch; models that did not finish are not saved."
+        return STOPPING
+
+    def stop_here(self, request: gr.Request):
+        """The Stop button: the answer under the button, never a toast."""
+        try:
+            return status_html(self.stop(request))
+        except gr.Error as err:
+            return status_html(html.unescape(str(err.message)), "error")
 
 
 def layout(service: Service) -> SimpleNamespace:
@@ -118,14 +155,15 @@ def layout(service: Service) -> SimpleNamespace:
                                      elem_id="train-counts", max_height=220)
             ui.models = gr.CheckboxGroup([("scratch CNN", "scratch"), ("fine-tuned backbone", "finetuned")],
                                          value=["scratch", "finetuned"], label="Models to train")
-            with gr.Row():
-                ui.backbone = gr.Dropdown(list(BACKBONES), value="mobilenet_v2", label="Backbone", min_width=140)
-                ui.weights = gr.Dropdown(WEIGHT_SOURCES, value="digits", label="Backbone weights", min_width=140)
+            # one per line: side by side, "digits: pretrained offline…" ran under the arrow
+            ui.backbone = gr.Dropdown(list(BACKBONES), value="mobilenet_v2", label="Backbone")
+            ui.weights = gr.Dropdown(WEIGHT_SOURCES, value="digits", label="Backbone weights")
             ui.epochs = gr.Slider(1, service.limits.max_epochs, value=10, step=1, label="Epochs",
                                   elem_id="train-epochs")
             with gr.Row():
                 ui.start = gr.Button("Start training", variant="primary", elem_id="train-start")
                 ui.stop = gr.Button("Stop", variant="stop", elem_id="train-stop")
+            ui.status = gr.HTML("", elem_id="train-status")
         with gr.Column(scale=3, min_width=300):
             ui.bar = gr.HTML(progress_html(RunProgress(stage="Not started")), elem_id="train-progress")
             gr.HTML("<div class='curve-legend'>" + "".join(
@@ -142,7 +180,9 @@ def layout(service: Service) -> SimpleNamespace:
             ui.log = gr.Textbox(label="Log", lines=10, max_lines=10, autoscroll=True, elem_id="train-log")
             ui.table = gr.Dataframe(headers=TRAIN_HEADERS, label="Comparison on the validation split",
                                     interactive=False, elem_id="train-table")
-            ui.confusion = gr.Plot(label="Confusion matrices (validation split)", format="png",
+            # the figure titles each matrix; a floating label would cover the first title
+            gr.Markdown("**Confusion matrices** (validation split)")
+            ui.confusion = gr.Plot(label="Confusion matrices (validation split)", show_label=False, format="png",
                                    elem_id="train-confusion")
             ui.files = gr.File(label="Trained models (.keras)", file_count="multiple", interactive=False,
                                elem_id="train-files", height=140)
@@ -157,7 +197,14 @@ def build(ctx: Shared, service: Service) -> None:
     # the sample dataset's counts as soon as the page opens (built on the first visit only)
     ctx.page.load(on.counts, *counted, api_name=False, show_progress="hidden")
     ui.zip_file.change(on.counts, *counted, api_name="dataset_counts_zip")
-    ui.start.click(on.train, [ui.source, ui.zip_file, ui.models, ui.backbone, ui.weights, ui.epochs, ctx.model_set],
-                   [ui.bar, ui.log, ui.loss_plot, ui.acc_plot, ui.table, ui.confusion, ui.files, ctx.model_set,
-                    ctx.set_picker, ctx.notice], api_name="train", concurrency_limit=None, concurrency_id="train")
-    ui.stop.click(on.stop, None, ctx.notice, api_name="stop_training", queue=False)
+    requested = [ui.source, ui.zip_file, ui.models, ui.backbone, ui.weights, ui.epochs, ctx.model_set]
+    shown = [ui.bar, ui.log, ui.loss_plot, ui.acc_plot, ui.table, ui.confusion, ui.files, ctx.model_set,
+             ctx.set_picker, ctx.notice]
+    # show_progress hidden: the bar is the progress, and a refusal is said under the button
+    ui.start.click(on.train_here, requested, [*shown, ui.status], api_name=False, concurrency_limit=None,
+                   concurrency_id="train", show_progress="hidden")
+    ui.stop.click(on.stop_here, None, ui.status, api_name=False, queue=False)
+    # the API: the same training and stop, errors as errors (gradio_client raises them)
+    api = gr.Button(visible=False)
+    api.click(on.train, requested, shown, api_name="train", concurrency_limit=None, concurrency_id="train")
+    gr.Button(visible=False).click(on.stop, None, gr.Textbox(visible=False), api_name="stop_training", queue=False)
