@@ -122,6 +122,50 @@ def test_first_stroke_draws_and_both_models_answer(page, server):
         sync_api.expect(verdict).to_contain_text("say 1")
 
 
+def test_on_a_phone_the_answers_are_in_sight_and_nothing_is_clipped(browser, server):
+    """390x844: after a stroke the verdict and every model's answer are on screen without
+    scrolling; Retrieve's results come right under its search button; the Train dropdowns show
+    their whole value. Prints the stroke-to-answer time (the bench measures it properly)."""
+    kind, url, _ = server
+    if kind != "tiny":
+        pytest.skip("one server is enough")
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_selector("#sketch canvas", timeout=30_000)
+        page.evaluate("""() => { window.__t = null; document.querySelector('#sketch canvas').addEventListener(
+            'pointerup', () => { window.__t = performance.now(); }, {once: true}); }""")
+        draw_one(page)
+        sync_api.expect(page.locator("#verdict")).to_contain_text(re.compile(ANSWERED), timeout=30_000)
+        print(f"stroke to answer on a phone viewport: {page.evaluate('performance.now() - window.__t'):.0f} ms")
+        line = page.locator("#verdict .each-model")
+        sync_api.expect(line).to_contain_text("scratch")
+        sync_api.expect(line).to_contain_text("finetuned")
+        box = line.bounding_box()
+        assert box and box["y"] >= 0 and box["y"] + box["height"] <= 844, box
+        for tab in TABS:                                       # every tab in one row, none behind "More"
+            assert page.locator("#tabs [role=tablist]").first.get_by_role("tab", name=tab, exact=True).is_visible()
+        open_tab(page, "Retrieve")
+        page.locator("#retrieve-query input[type=file]").set_input_files(
+            str(sorted((ROOT / "query_images" / "2").iterdir())[0]))
+        sync_api.expect(page.locator("#retrieve-gallery .caption-label").first).to_be_visible(timeout=60_000)
+        search = page.locator("#retrieve-search").bounding_box()
+        verdict = page.locator("#retrieve-verdict").bounding_box()
+        examples = page.locator("#retrieve-examples").bounding_box()
+        assert search["y"] < verdict["y"] < search["y"] + search["height"] + 80 < examples["y"]
+        headers = page.locator("#retrieve-results th")
+        for k in range(headers.count()):
+            right = headers.nth(k).bounding_box()
+            assert right["x"] + right["width"] <= 390 + 1, (k, right)
+        open_tab(page, "Train")
+        for name in ("Backbone", "Backbone weights"):
+            field = page.locator(f"input[aria-label='{name}']").first
+            assert field.evaluate("el => el.scrollWidth <= el.clientWidth + 1"), f"{name} is cut off"
+    finally:
+        context.close()
+
+
 def test_the_canvas_examples_and_thumbnails_have_names_a_screen_reader_says(page, server):
     kind, _, _ = server
     if kind != "tiny":

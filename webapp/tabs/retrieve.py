@@ -134,18 +134,20 @@ class Handlers:
 def layout(service: Service) -> SimpleNamespace:
     """The tab's components (a declarative layout, nothing wired)."""
     ui = SimpleNamespace()
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=2, min_width=300):
-            ui.query = gr.Image(type="filepath", sources=["upload", "clipboard"], height=260,
-                                label=f"Query digit (PNG, JPEG, WEBP, GIF, BMP; at most {config.MAX_UPLOAD_MB} MB)",
+    with gr.Row(equal_height=False, elem_id="retrieve-row"):
+        with gr.Column(scale=2, min_width=300, elem_id="retrieve-inputs"):
+            # a short label: the image's corner icons sit over a long one
+            ui.query = gr.Image(type="filepath", sources=["upload", "clipboard"], height=260, label="Query digit",
                                 elem_id="retrieve-query")
+            gr.Markdown(f"PNG, JPEG, WEBP, GIF or BMP; at most {config.MAX_UPLOAD_MB} MB.", elem_id="retrieve-formats")
             ui.k = gr.Slider(1, 20, value=4, step=1, label="Number of results (k)", elem_id="retrieve-k")
             ui.search = gr.Button("Find similar images", variant="primary", elem_id="retrieve-search")
             examples = service.example_images()
             if examples:
-                gr.Examples([[str(p)] for p in examples], inputs=[ui.query], cache_examples=False,
-                            examples_per_page=12, label="Queries from query_images/ (never in the database)")
-        with gr.Column(scale=3, min_width=320):
+                with gr.Column(elem_id="retrieve-examples"):       # after the results on a phone (style.css)
+                    gr.Examples([[str(p)] for p in examples], inputs=[ui.query], cache_examples=False,
+                                examples_per_page=12, label="Queries from query_images/ (never in the database)")
+        with gr.Column(scale=3, min_width=320, elem_id="retrieve-outputs"):
             ui.verdict = gr.HTML(empty_verdict(WAITING), elem_id="retrieve-verdict", elem_classes=["verdict"])
             ui.gallery = gr.Gallery(label="Most similar (rank · file · class · distance)", columns=4,
                                     height="fit-content", object_fit="contain", elem_id="retrieve-gallery")
@@ -154,7 +156,8 @@ def layout(service: Service) -> SimpleNamespace:
                                    elem_id="retrieve-seen", scale=1, min_width=150)
                 # a table, not gr.JSON: gradio_client downloads any JSON dict with a "path" key as a file
                 ui.results = gr.Dataframe(headers=RESULT_HEADERS, label="Ranked results", scale=3, min_width=260,
-                                          interactive=False, elem_id="retrieve-results", max_height=200)
+                                          interactive=False, elem_id="retrieve-results", max_height=200, wrap=True,
+                                          column_widths=["14%", "48%", "16%", "22%"])
             with gr.Accordion("Add images to the database", open=False):
                 gr.Markdown("Images you add are in the database for everyone, for good (this server's "
                             "setting)." if service.shared_additions else
