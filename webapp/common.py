@@ -93,6 +93,11 @@ def empty_verdict(text: str) -> str:
     return f"<div class='empty'>{html.escape(text)}</div>"
 
 
+def error_verdict(text: str) -> str:
+    """Why an input could not be used, where its answer would have been."""
+    return f"<div class='error' role='alert'>{html.escape(text)}</div>"
+
+
 def caption(name: str, answer=None) -> str:
     title = f"**{name}**: {MODEL_TITLES.get(name, name)}"
     if answer is None:

@@ -10,7 +10,7 @@ from cvdemo import config
 from cvdemo.service import SHIPPED, CheckpointError, ImageError, Service, canvas_array, to_display
 
 from ..canvas import drawing_canvas
-from ..common import GONE_SET, caption, empty_verdict, file_path, image_file, inline_image, user_error
+from ..common import GONE_SET, caption, empty_verdict, error_verdict, file_path, image_file, inline_image, user_error
 from ..context import Shared
 
 ORDER = config.MODEL_ORDER
@@ -116,9 +116,9 @@ class Handlers:
                 for name in ORDER]
 
     @staticmethod
-    def nothing(text: str) -> list:
-        return [empty_verdict(text), None, *[None] * len(ORDER), *[caption(n) for n in ORDER],
-                *[None] * len(ORDER), "", None, None]
+    def nothing(text: str, error: bool = False) -> list:
+        return [(error_verdict if error else empty_verdict)(text), None, *[None] * len(ORDER),
+                *[caption(n) for n in ORDER], *[None] * len(ORDER), "", None, None]
 
     def drawing(self, value, set_id):
         try:
@@ -150,10 +150,24 @@ class Handlers:
             raise gr.Error("Upload, paste or capture an image first.")
         return self.show(self.classify(path, set_id, name=name), path, path)
 
-    def upload_live(self, payload, set_id):
-        if file_path(payload)[0] is None:
-            return self.nothing("Draw a digit or upload an image.")
-        return self.upload(payload, set_id)
+    def upload_here(self, payload, set_id, pressed: bool = False):
+        """An upload, paste or webcam picture in the page; the outputs plus the drop zone. A file
+        that cannot be read is said in the verdict, once, and leaves the drop zone (a toast would
+        say it far from the file, beside a broken-image frame)."""
+        path, name = file_path(payload)
+        if path is None:        # emptied by us after an error, or by its own x (which .clear answers)
+            return [*self.nothing("Upload, paste or capture an image first.", error=True), gr.skip()] if pressed \
+                else [gr.skip()] * (len(self.nothing("")) + 1)
+        try:
+            result = self.service.classify(path, set_id or SHIPPED, name=name)
+        except ImageError as err:
+            return [*self.nothing(str(err), error=True), None]
+        except (KeyError, CheckpointError):
+            return [*self.nothing(GONE_SET, error=True), gr.skip()]
+        return [*self.show(result, path, path), gr.skip()]
+
+    def upload_pressed(self, payload, set_id):
+        return self.upload_here(payload, set_id, pressed=True)
 
     def api(self, payload, set_id):
         path, name = file_path(payload)
@@ -241,16 +255,21 @@ def build(ctx: Shared, service: Service) -> None:
     def cleared(text):
         return lambda: on.nothing(text)
 
-    unreadable = cleared("That input could not be classified: the message at the top right says why.")
+    unreadable = cleared("That input could not be classified.")
     common = dict(concurrency_limit=4, concurrency_id="classify")
     ui.sketch.change(on.drawing_live, inputs(ui.sketch), outputs, trigger_mode="always_last",
                      show_progress="hidden", api_name="classify_drawing_live", **common)
     ui.draw_btn.click(on.drawing, inputs(ui.sketch), outputs, api_name="classify_drawing", **common
                       ).failure(cleared("Draw a digit first."), None, outputs, api_name=False, show_progress="hidden")
-    ui.upload.change(on.upload_live, inputs(ui.upload), outputs, preprocess=False, api_name="classify_upload_live",
-                     **common).failure(unreadable, None, outputs, api_name=False, show_progress="hidden")
-    ui.upload_btn.click(on.upload, inputs(ui.upload), outputs, preprocess=False, api_name="classify_upload",
+    ui.upload.change(on.upload_here, inputs(ui.upload), [*outputs, ui.upload], preprocess=False,
+                     api_name="classify_upload_live", **common
+                     ).failure(unreadable, None, outputs, api_name=False, show_progress="hidden")
+    ui.upload.clear(cleared("Draw a digit or upload an image."), None, outputs, api_name=False, show_progress="hidden")
+    ui.upload_btn.click(on.upload_pressed, inputs(ui.upload), [*outputs, ui.upload], preprocess=False, api_name=False,
                         **common).failure(unreadable, None, outputs, api_name=False, show_progress="hidden")
+    # the API's upload: the Classify tab's outputs, a bad file as an error (gradio_client raises it)
+    gr.Button(visible=False).click(on.upload, inputs(ui.upload), outputs, preprocess=False, api_name="classify_upload",
+                                   **common)
     ui.send_btn.click(on.send_to_retrieve, [ui.last_input], [ctx.to_retrieve, ctx.tabs], api_name="send_to_retrieve")
     ui.explain_btn.click(on.send_to_explain, [ui.last_input], [ctx.to_explain, ctx.tabs], api_name="send_to_explain")
 
