@@ -62,3 +62,14 @@ def test_photo_dataset_trains_and_serves_with_the_photo_profile(photo_dataset, t
         assert answer.model_input.shape[-1] == 3          # colour kept, not ink-cropped
         assert set(answer.probabilities) == {"sea", "sun"}
         assert abs(sum(answer.probabilities.values()) - 1) < 1e-4
+    # the page's words follow the set: colour photos, and a drawing is told it is not one
+    pytest.importorskip("gradio")
+    from webapp.tabs.classify import DRAWN_ON_PHOTOS, Handlers
+
+    assert service.model_set().profile == "photo"
+    on = Handlers(service)
+    *_, hint_text, seen_text = on.columns("shipped")
+    assert "colour photos" in hint_text and "colour image" in seen_text and "MNIST" not in seen_text
+    drawing = np.full((320, 320), 255, np.uint8)
+    drawing[60:260, 150:172] = 0
+    assert DRAWN_ON_PHOTOS in on.show(service.classify(drawing), drawing, drawing, on.drawn_notice("shipped"))[0]

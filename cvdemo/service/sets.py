@@ -156,6 +156,20 @@ class ModelSet:
         return next(iter(self.models.values())).checkpoint.class_names
 
     @property
+    def profile(self) -> str:
+        """What the set reads: "digits" (one digit, 28x28 grey) or "photo" (colour pictures)."""
+        profiles = {served.checkpoint.profile for served in self.models.values()}
+        return "photo" if "photo" in profiles else "digits"
+
+    @property
+    def input_words(self) -> str:
+        """The set's model input, in words for the page."""
+        side = next(iter(self.models.values())).checkpoint.input_shape[0]
+        return (f"the {side}×{side} colour image each model actually received" if self.profile == "photo" else
+                f"the {side}×{side} image each model actually received after preprocessing (white ink on black, "
+                "like MNIST)")
+
+    @property
     def checkpoints(self) -> dict:
         """{name: cvdemo.checkpoints.Checkpoint} of the set's models."""
         return {name: served.checkpoint for name, served in self.models.items()}

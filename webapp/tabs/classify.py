@@ -28,9 +28,25 @@ def each_model(answers) -> str:
     return f"<div class='each-model'>{' · '.join(parts)}</div>"
 
 
-def verdict(result, neighbours: str = "") -> str:
+def verdict(result, neighbours: str = "", notice: str = "") -> str:
     kind, text = _banner(result)
-    return f"<div class='{kind}'>{text}{neighbours}{each_model(result.models)}</div>"
+    said = f"<p class='notice'>{html.escape(notice)}</p>" if notice else ""
+    return f"<div class='{kind}'>{said}{text}{neighbours}{each_model(result.models)}</div>"
+
+
+def hint(profile: str) -> str:
+    return ("These models read **colour photos**: upload one in the next tab. A drawing can be classified, "
+            "but it is not what they were trained on." if profile == "photo" else
+            "Draw one digit, large and centred: the models answer after each stroke.")
+
+
+def seen_note(model_set) -> str:
+    extra = " A photo of paper also shows how the digit was found on it." if model_set.profile == "digits" else ""
+    return f"**What the model sees**: your input, then {model_set.input_words}.{extra}"
+
+
+DRAWN_ON_PHOTOS = ("These models were trained on colour photos, not drawings: below is what they make of one "
+                   "anyway.")
 
 
 def _banner(result) -> tuple[str, str]:
@@ -80,12 +96,12 @@ class Handlers:
         except (KeyError, CheckpointError):
             raise gr.Error(GONE_SET) from None
 
-    def show(self, result, raw_value, source) -> list:
+    def show(self, result, raw_value, source, notice: str = "") -> list:
         # Values only, no component updates: Gradio rebuilds a component's whole config for each
         # update (a third of an answer's server time). The columns follow the model set instead.
         slots = [result.models.get(name) for name in ORDER]
         return [
-            verdict(result, self.neighbours(result)), raw_value,
+            verdict(result, self.neighbours(result), notice), raw_value,
             # names for people ("2", not the folder's "2_digits"); the API keeps the real names
             *[{config.class_display_name(c): p for c, p in a.probabilities.items()} if a else None for a in slots],
             *[caption(n, a) for n, a in zip(ORDER, slots)],
@@ -107,13 +123,21 @@ class Handlers:
         return f"<div class='looks-like' id='looks-like'>{''.join(items)}</div>" if items else ""
 
     def columns(self, set_id):
-        """Show the columns of the models in the session's set (on load and when the set changes)."""
+        """The columns of the models in the session's set and the words for what it reads (when
+        the set changes)."""
         try:
-            shown = set(self.service.model_set(set_id or SHIPPED).models)
+            model_set = self.service.model_set(set_id or SHIPPED)
         except (KeyError, CheckpointError):
-            return [gr.skip()] * (3 * len(ORDER))
-        return [component(visible=name in shown) for component in (gr.Label, gr.Markdown, gr.Image)
-                for name in ORDER]
+            return [gr.skip()] * (3 * len(ORDER) + 2)
+        return [*[component(visible=name in model_set.models) for component in (gr.Label, gr.Markdown, gr.Image)
+                  for name in ORDER], hint(model_set.profile), seen_note(model_set)]
+
+    def drawn_notice(self, set_id) -> str:
+        """What a drawing classified by a set that reads photos is told."""
+        try:
+            return DRAWN_ON_PHOTOS if self.service.model_set(set_id or SHIPPED).profile == "photo" else ""
+        except (KeyError, CheckpointError):
+            return ""
 
     @staticmethod
     def nothing(text: str, error: bool = False) -> list:
@@ -127,7 +151,8 @@ class Handlers:
             raise user_error(err) from None
         if picture is None:
             raise gr.Error("Draw a digit first.")
-        return self.show(self.classify(picture, set_id, name="The drawing"), picture, picture)
+        return self.show(self.classify(picture, set_id, name="The drawing"), picture, picture,
+                         self.drawn_notice(set_id))
 
     def drawing_live(self, value, set_id):
         try:
@@ -142,7 +167,7 @@ class Handlers:
             return self.nothing(str(err))
         except (KeyError, CheckpointError):
             return self.nothing("That model set is not available any more.")
-        return self.show(result, picture, picture)
+        return self.show(result, picture, picture, self.drawn_notice(set_id))
 
     def upload(self, payload, set_id):
         path, name = file_path(payload)
@@ -193,15 +218,14 @@ def layout(service: Service) -> SimpleNamespace:
     ui = SimpleNamespace(labels={}, captions={}, seen={})
     # the shipped set's columns from the start: one appearing with the first answer moves the page
     try:
-        shown = set(service.model_set().models)
+        shown, shipped = set(service.model_set().models), True
     except CheckpointError:
-        shown = {"scratch", "finetuned"}
+        shown, shipped = {"scratch", "finetuned"}, False
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             with gr.Tabs():
                 with gr.Tab("Draw", id="draw"):
-                    gr.Markdown("Draw one digit, large and centred: the models answer after each stroke.",
-                                elem_id="draw-hint")
+                    ui.hint = gr.Markdown(hint("digits"), elem_id="draw-hint")
                     ui.sketch = drawing_canvas()
                     ui.draw_btn = gr.Button("Classify drawing", variant="primary", elem_id="classify-drawing")
                 with gr.Tab("Upload, paste or webcam", id="upload"):
@@ -227,9 +251,7 @@ def layout(service: Service) -> SimpleNamespace:
                                                         elem_id=f"caption-{name}")
                         ui.labels[name] = gr.Label(num_top_classes=3, show_label=False, label=name,
                                                    visible=name in shown, elem_id=f"label-{name}")
-            gr.Markdown("**What the model sees**: your input, then the 28×28 image each model "
-                        "actually received after preprocessing (white ink on black, like MNIST). A photo of "
-                        "paper also shows how the digit was found on it.")
+            ui.seen_note = gr.Markdown(seen_note(service.model_set()) if shipped else "", elem_id="seen-note")
             with gr.Row(elem_id="seen-row"):     # min_width 140: two per line on a phone, not one
                 ui.raw = gr.Image(label="Your input", interactive=False, height=200, elem_id="raw-input",
                                   buttons=[], min_width=140)
@@ -247,7 +269,7 @@ def build(ctx: Shared, service: Service) -> None:
     ui.last_input = ctx.current_input
     outputs = [ui.verdict, ui.raw, *ui.labels.values(), *ui.captions.values(), *ui.seen.values(), ui.steps,
                ui.api_json, ui.last_input]
-    columns = [*ui.labels.values(), *ui.captions.values(), *ui.seen.values()]
+    columns = [*ui.labels.values(), *ui.captions.values(), *ui.seen.values(), ui.hint, ui.seen_note]
     ctx.model_set.change(on.columns, ctx.model_set, columns, api_name=False, show_progress="hidden")
     inputs = lambda source: [source, ctx.model_set]
 
