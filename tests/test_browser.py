@@ -166,6 +166,11 @@ def test_on_a_phone_the_answers_are_in_sight_and_nothing_is_clipped(browser, ser
         context.close()
 
 
+UNNAMED_BUTTONS = """() => [...document.querySelectorAll('button, [role=button]')].filter(b => b.offsetParent)
+  .filter(b => !(b.getAttribute('aria-label') || b.innerText.trim() || b.title || b.getAttribute('aria-labelledby')))
+  .map(b => b.outerHTML.slice(0, 160))"""
+
+
 def test_the_canvas_examples_and_thumbnails_have_names_a_screen_reader_says(page, server):
     kind, _, _ = server
     if kind != "tiny":
@@ -184,6 +189,10 @@ def test_the_canvas_examples_and_thumbnails_have_names_a_screen_reader_says(page
     sync_api.expect(thumbnails).to_have_count(4, timeout=60_000)
     sync_api.expect(thumbnails.first).to_have_attribute("aria-label", re.compile(r"1 of 4: #1 · .* · class "),
                                                         timeout=10_000)
+    for tab in ("Classify", "Explain", "Train", "Retrieve"):        # Analyze: in its own test
+        open_tab(page, tab)
+        page.wait_for_timeout(800)
+        assert page.evaluate(UNNAMED_BUTTONS) == [], tab
 
 
 @pytest.fixture(scope="module")
@@ -445,6 +454,7 @@ def test_analyze_tab_loads_when_opened(page, server):
     assert page.evaluate("document.scrollingElement.scrollTop") < before
     sync_api.expect(page.locator("#analyze-status")).to_contain_text("Evaluated on")
     sync_api.expect(page.locator("#analyze-map-note")).to_contain_text("Classify a digit first")
+    assert page.evaluate(UNNAMED_BUTTONS) == []             # the enlargeable pictures are named too
 
 
 @pytest.mark.slow      # the placement itself is tested in process (test_explain.py)
