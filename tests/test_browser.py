@@ -158,6 +158,9 @@ def test_on_a_phone_the_answers_are_in_sight_and_nothing_is_clipped(browser, ser
         for k in range(headers.count()):
             right = headers.nth(k).bounding_box()
             assert right["x"] + right["width"] <= 390 + 1, (k, right)
+        widths = page.locator("#retrieve-results th span").evaluate_all(
+            "ss => ss.map(s => [s.innerText, s.scrollWidth, s.clientWidth])")
+        assert widths and all(scroll <= client + 1 for _, scroll, client in widths), widths   # no header cut off
         open_tab(page, "Train")
         for name in ("Backbone", "Backbone weights"):
             field = page.locator(f"input[aria-label='{name}']").first

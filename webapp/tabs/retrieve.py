@@ -59,7 +59,7 @@ class Handlers:
             except ImageError:            # deleted or changed since indexing: leave it out, keep the rest
                 continue
         # paths relative to the database's folder (images_database/2/2_1.png): never the server's own
-        listing = pd.DataFrame([[h["rank"], h["path"], h["label"], h["distance"]] for h in answer.as_list()],
+        listing = pd.DataFrame([[h["rank"], h["path"], h["label"], round(h["distance"], 3)] for h in answer.as_list()],
                                columns=RESULT_HEADERS)
         note = f"extractor {answer.extractor} · {answer.backend} search · {answer.ms:.0f} ms"
         return items, listing, agreement_html(agreement, note), image_file(to_display(answer.query_input))
@@ -157,7 +157,7 @@ def layout(service: Service) -> SimpleNamespace:
                 # a table, not gr.JSON: gradio_client downloads any JSON dict with a "path" key as a file
                 ui.results = gr.Dataframe(headers=RESULT_HEADERS, label="Ranked results", scale=3, min_width=260,
                                           interactive=False, elem_id="retrieve-results", max_height=200, wrap=True,
-                                          column_widths=["14%", "48%", "16%", "22%"])
+                                          column_widths=["16%", "38%", "20%", "26%"])
             with gr.Accordion("Add images to the database", open=False):
                 gr.Markdown("Images you add are in the database for everyone, for good (this server's "
                             "setting)." if service.shared_additions else
