@@ -19,7 +19,7 @@ SHOTS = Path("/tmp/shots")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 SHIPPED = ROOT / "checkpoints"
 TABS = ("Classify", "Explain", "Train", "Retrieve", "Analyze")
-ANSWERED = "agree|disagree|Not one of"       # the verdict once the models have answered
+ANSWERED = "agree|disagree|Not one of|Unsure"       # the verdict once the models have answered
 
 sync_api = pytest.importorskip("playwright.sync_api")
 if not Path(CHROMIUM).exists():

@@ -53,11 +53,18 @@ def _banner(result) -> tuple[str, str]:
     """(the banner's class, its HTML)."""
     answers = result.models
     if result.known is False:
-        classes = ", ".join(name_of(c) for c in next(iter(answers.values())).probabilities)
+        known = [name_of(c) for c in next(iter(answers.values())).probabilities]
+        classes = ", ".join(known)
         looks = result.looks_like
+        said = ", ".join(f"{html.escape(n)} {name_of(a.label)}" for n, a in answers.items())
+        if looks and looks.label and name_of(looks.label) in known:
+            # unlike the training images, yet its neighbours are one of the known classes (a faint
+            # photo, an odd hand): "not one of 0, 1, 2, it looks like a 2" would contradict itself
+            return "unknown", (f"<span class='big'>Unsure: perhaps a {name_of(looks.label)}</span><br>It is unlike "
+                               f"the digits the models were taught, but its nearest database images are "
+                               f"{name_of(looks.label)}s.<br><small>The models say: {said}.</small>")
         like = (f"It looks like a <b>{name_of(looks.label)}</b>: its nearest database images are "
                 f"{name_of(looks.label)}s." if looks and looks.label else "")
-        said = ", ".join(f"{html.escape(n)} {name_of(a.label)}" for n, a in answers.items())
         return "unknown", (f"<span class='big'>Not one of {classes}</span><br>{like}<br><small>The models were "
                            f"only taught {classes}; forced to choose, they would say: {said}.</small>")
     if result.agree:
