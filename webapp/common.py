@@ -54,6 +54,16 @@ def _uploaded(path) -> bool:
         return False
 
 
+def png_bytes(image) -> bytes:
+    """A PIL image or a numpy array as PNG bytes."""
+    from PIL import Image
+
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def image_file(image) -> str:
     """A PNG file for an image output (``fsutil.content_file`` under the temp dir).
 
@@ -61,23 +71,13 @@ def image_file(image) -> str:
     (``save_pil_to_cache``), so two visitors getting the same picture at once can truncate each
     other's download; a file path is copied into its cache atomically instead.
     """
-    from PIL import Image
-
-    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return str(content_file(buffer.getvalue(), Path(tempfile.gettempdir()) / "cvdemo-images", ".png"))
+    return str(content_file(png_bytes(image), Path(tempfile.gettempdir()) / "cvdemo-images", ".png"))
 
 
 def inline_image(image, alt: str, css_class: str = "") -> str:
     """An <img> carrying its PNG in a data URL: for small pictures inside an HTML output, which
     travel with the answer instead of as one more file for Gradio to cache and the page to fetch."""
-    from PIL import Image
-
-    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    source = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    source = "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
     return f"<img src='{source}' alt='{html.escape(alt, quote=True)}' class='{css_class}'>"
 
 

@@ -280,7 +280,12 @@ class FeatureIndex:
         """Preprocess ``source``, extract its features and return (model input, top-k hits) from
         ``backend`` (default: the one the index was opened with)."""
         image, vector = self.query_features(source, name=name)
-        return image, self.ensure_fresh(max_age).search(vector[None], k, metric, backend or self.backend)[0]
+        return image, self.search_features(vector, k, metric, backend, max_age)
+
+    def search_features(self, vector: np.ndarray, k: int = 4, metric: str = "euclidean",
+                        backend: str | None = None, max_age: float = 2.0) -> list[Hit]:
+        """The top-k hits of one feature vector (D,) from the fresh snapshot (see :meth:`search`)."""
+        return self.ensure_fresh(max_age).search(np.asarray(vector)[None], k, metric, backend or self.backend)[0]
 
 
 @dataclass

@@ -38,7 +38,7 @@ class Retrieval:
         started = time.perf_counter()
         k = max(1, int(k))
         image, vector = index.query_features(source, name=name)
-        hits = index.ensure_fresh().search(vector[None], k, "euclidean", index.backend)[0]
+        hits = index.search_features(vector, k)
         if owner is not None:
             hits = merge(hits, self.private.hits(owner, vector, k), k)
         return RetrievalAnswer(hits, image, index.extractor_name, (time.perf_counter() - started) * 1000,
@@ -123,8 +123,7 @@ class Retrieval:
             if index.extractor_name not in ALL_DIGITS:
                 return None
             if isinstance(image, np.ndarray):
-                snapshot = index.ensure_fresh()
-                hits = snapshot.search(index.features_of(image[None]), k, "euclidean", index.backend)[0]
+                hits = index.search_features(index.features_of(image[None])[0], k)
             else:
                 hits = index.search(image, k)[1]
         except (ImageError, CheckpointError, MilvusError, FileNotFoundError, OSError):
