@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["browser_kit"]       # the browser tests' server, Chromium and page
 
 
 def write_digits(folder: Path, per_class: int = 8, classes=(0, 1, 2), offset: int = 0,

@@ -1,4 +1,5 @@
 """The app in a real Chromium (Debian's /usr/bin/chromium) driven by Playwright: draw, train, tabs.
+States (errors, contrast, a visitor leaving) are in test_browser_states.py.
 
 Screenshots of every tab at desktop (1280x900) and phone (390x844) sizes go to /tmp/shots/.
 """
@@ -10,97 +11,25 @@ from pathlib import Path
 import pytest
 
 from app_server import running_app, zip_folder
+from browser_kit import (
+    ANSWERED,
+    CHROMIUM,
+    SHIPPED,
+    SHOTS,
+    TABS,
+    draw_one,
+    draw_seven,
+    open_tab,
+    scroll_through,
+    shipped_ready,
+    top_label,
+)
 from conftest import ROOT, write_digits
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path("/tmp/shots")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-SHIPPED = ROOT / "checkpoints"
-TABS = ("Classify", "Explain", "Train", "Retrieve", "Analyze")
-ANSWERED = "agree|disagree|Not one of|Unsure"       # the verdict once the models have answered
-
 sync_api = pytest.importorskip("playwright.sync_api")
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian chromium is not installed (apt-get install chromium)", allow_module_level=True)
-
-
-def _shipped_ready() -> bool:
-    return all((SHIPPED / f"{name}.{ext}").exists() for name in ("scratch", "finetuned") for ext in ("keras", "json"))
-
-
-@pytest.fixture(scope="module", params=["tiny", pytest.param("shipped", marks=pytest.mark.slow)])
-def server(request, tiny_checkpoints, tmp_path_factory):
-    if request.param == "shipped" and not _shipped_ready():
-        pytest.skip("no shipped checkpoints in checkpoints/")
-    checkpoints = tiny_checkpoints if request.param == "tiny" else SHIPPED
-    options = {}
-    if request.param == "tiny":
-        # a tiny database searched by pixels, and the tiny models' analysis kept out of the repo
-        from test_retrieval import make_database
-
-        root = tmp_path_factory.mktemp("tiny-db")
-        options = dict(database=make_database(root / "images_database", per_class=3, classes=(0, 1, 2)),
-                       retrieval_extractor="pixels", analysis_cache=root / "cache")
-    with running_app(checkpoints, tmp_path_factory.mktemp("runs"), **options) as (url, service):
-        yield request.param, url, service
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.goto(server[1])
-    page.wait_for_selector("#sketch canvas", timeout=30_000)
-    yield page
-    context.close()
-
-
-def draw_one(page) -> None:
-    """A vertical stroke in the middle of the canvas, without touching the toolbar first."""
-    page.locator("#sketch canvas").first.scroll_into_view_if_needed()
-    box = page.locator("#sketch canvas").first.bounding_box()
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(cx + 4, cy - 0.3 * box["height"])
-    page.mouse.down()
-    page.mouse.move(cx - 4, cy + 0.3 * box["height"], steps=15)
-    page.mouse.up()
-
-
-def draw_seven(page) -> None:
-    """A 7 as a visitor draws one: the bar, then the stem down to the left."""
-    canvas = page.locator("#sketch canvas").first
-    canvas.scroll_into_view_if_needed()
-    box = canvas.bounding_box()
-    at = lambda fx, fy: (box["x"] + fx * box["width"], box["y"] + fy * box["height"])   # noqa: E731
-    page.mouse.move(*at(0.3, 0.22))
-    page.mouse.down()
-    page.mouse.move(*at(0.72, 0.22), steps=10)
-    page.mouse.move(*at(0.45, 0.8), steps=12)
-    page.mouse.up()
-
-
-def open_tab(page, name: str) -> None:
-    """Click a top-level tab, through Gradio's "More tabs" menu if the screen is too narrow."""
-    tab = page.locator("#tabs [role=tablist]").first.get_by_role("tab", name=name, exact=True)
-    if tab.count() and tab.is_visible():
-        tab.click()
-    else:
-        page.locator("#tabs .overflow-menu button[aria-label='More tabs']").first.click()
-        page.locator("#tabs .overflow-dropdown button", has_text=name).first.click()
-
-
-def top_label(page, name: str) -> str:
-    return page.locator(f"#label-{name} h2").first.inner_text(timeout=20_000).strip()
 
 
 def test_first_stroke_draws_and_both_models_answer(page, server):
@@ -200,7 +129,7 @@ def test_the_canvas_examples_and_thumbnails_have_names_a_screen_reader_says(page
 
 @pytest.fixture(scope="module")
 def shipped_url(tmp_path_factory):
-    if not _shipped_ready():
+    if not shipped_ready():
         pytest.skip("no shipped checkpoints in checkpoints/")
     with running_app(SHIPPED, tmp_path_factory.mktemp("runs-shipped"),
                      analysis_cache=tmp_path_factory.mktemp("cache-shipped")) as (url, _):
@@ -252,42 +181,6 @@ def test_clear_really_clears_and_the_next_stroke_draws(page):
 def test_empty_canvas_button_says_draw_first(page):
     page.locator("#classify-drawing").click()
     sync_api.expect(page.get_by_text("Draw a digit first").first).to_be_visible(timeout=20_000)
-
-
-@pytest.mark.slow
-def test_a_bad_file_clears_the_previous_answers(page, server, tmp_path):
-    """An unreadable upload or query shows its error and clears the last good answer beside it."""
-    kind, _, _ = server
-    if kind != "tiny":
-        pytest.skip("one server is enough")
-    bad = tmp_path / "notanimage.png"
-    bad.write_text("this is not an image")
-    draw_one(page)
-    verdict = page.locator("#verdict")
-    sync_api.expect(verdict).to_contain_text(re.compile(ANSWERED), timeout=30_000)
-    page.get_by_role("tab", name="Upload, paste or webcam").click()
-    page.locator("#upload input[type=file]").set_input_files(str(bad))
-    # said once, in the verdict; the drop zone is empty again instead of a broken-image frame
-    sync_api.expect(verdict).to_contain_text("could not be read", timeout=30_000)
-    sync_api.expect(page.locator("#seen-scratch img")).to_have_count(0, timeout=10_000)
-    sync_api.expect(page.locator("#upload input[type=file]")).to_have_count(1, timeout=10_000)
-    assert page.locator(".toast-body").count() == 0
-
-    open_tab(page, "Retrieve")
-    query = sorted((ROOT / "query_images" / "2").iterdir())[0]
-    page.locator("#retrieve-query input[type=file]").set_input_files(str(query))
-    sync_api.expect(page.locator("#retrieve-gallery .caption-label")).to_have_count(4, timeout=60_000)
-    page.locator("#retrieve-query input[type=file]").set_input_files(str(bad))
-    sync_api.expect(page.locator("#retrieve-verdict")).to_contain_text("could not be searched", timeout=30_000)
-    sync_api.expect(page.locator("#retrieve-gallery .caption-label")).to_have_count(0, timeout=10_000)
-
-    open_tab(page, "Explain")
-    page.locator("#explain-input input[type=file]").set_input_files(str(query))
-    sync_api.expect(page.locator("#explain-verdict")).to_contain_text(re.compile("Known|Not one"), timeout=60_000)
-    sync_api.expect(page.locator("#gradcam-scratch img").first).to_be_visible(timeout=20_000)
-    page.locator("#explain-input input[type=file]").set_input_files(str(bad))
-    sync_api.expect(page.locator("#explain-verdict")).to_contain_text("could not be explained", timeout=30_000)
-    sync_api.expect(page.locator("#gradcam-scratch img")).to_have_count(0, timeout=10_000)
 
 
 @pytest.mark.slow     # 40 s; test_app_api trains through the same events in the default run
@@ -475,16 +368,6 @@ def test_analyze_places_the_last_input_on_its_map_as_a_star(page, server):
     sync_api.expect(page.locator("#analyze-map-neighbours img")).to_have_count(5, timeout=20_000)
 
 
-def scroll_through(page) -> None:
-    """Scroll the whole page so lazily loaded images are fetched before a full-page screenshot."""
-    height = page.evaluate("document.body.scrollHeight")
-    for _ in range(0, height, 400):
-        page.evaluate("window.scrollBy(0, 400)")
-        page.wait_for_timeout(50)
-    page.wait_for_timeout(500)
-    page.evaluate("window.scrollTo(0, 0)")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("viewport", [(1280, 900), (390, 844)], ids=["desktop", "phone"])
 def test_every_tab_renders_and_screenshots(browser, server, viewport):
@@ -512,40 +395,6 @@ def test_every_tab_renders_and_screenshots(browser, server, viewport):
         scroll_through(page)
         page.screenshot(path=str(SHOTS / f"{kind}-{tab.lower()}-{size}.png"), full_page=True)
     context.close()
-
-
-CONTRAST_JS = """
-(el) => {
-  // the element's text and background colours as the screen shows them, via a 1x1 canvas
-  const rgb = (css) => {
-    const c = document.createElement('canvas'); c.width = c.height = 1;
-    const g = c.getContext('2d'); g.fillStyle = '#000'; g.fillStyle = css; g.fillRect(0, 0, 1, 1);
-    return Array.from(g.getImageData(0, 0, 1, 1).data).slice(0, 3);
-  };
-  const lum = ([r, g, b]) => {
-    const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
-    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
-  };
-  const style = getComputedStyle(el);
-  const [a, b] = [lum(rgb(style.color)), lum(rgb(style.backgroundColor))];
-  return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
-}
-"""
-
-
-@pytest.mark.parametrize("theme", ["light", "dark"])
-def test_the_verdict_is_readable_in_both_themes(browser, server, theme):
-    """WCAG AA (4.5:1) between the verdict banner's text and its background, light and dark."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.goto(server[1] + ("?__theme=dark" if theme == "dark" else "?__theme=light"))
-    page.wait_for_selector("#sketch canvas", timeout=30_000)
-    draw_one(page)
-    banner = page.locator("#verdict .agree, #verdict .disagree").first
-    sync_api.expect(banner).to_be_visible(timeout=30_000)
-    ratio = banner.evaluate(CONTRAST_JS)
-    context.close()
-    assert ratio >= 4.5, f"{theme}: contrast {ratio:.2f}:1"
 
 
 def test_a_phone_photo_of_paper_shows_how_it_was_read(page, server, tmp_path):

@@ -13,7 +13,7 @@ from cvdemo.explain import pictures
 from cvdemo.explain.probe import NEUTRAL, TRANSFORMS
 from cvdemo.service import SHIPPED, CheckpointError, ImageError, Service, to_display
 
-from ..common import GONE_SET, MODEL_TITLES, empty_verdict, file_path, image_file, user_error
+from ..common import GONE_SET, MODEL_TITLES, empty_verdict, error_verdict, file_path, image_file, user_error
 from ..context import Shared
 
 ORDER = config.MODEL_ORDER
@@ -53,11 +53,17 @@ class Handlers:
         self.service = service
 
     def explain(self, payload, true_class, set_id):
+        """A dropped, pasted or captured input, or the Explain button; the outputs plus the drop
+        zone. An input that cannot be explained is said in the verdict, once, with the previous
+        input's pictures cleared and the drop zone emptied."""
         path, name = file_path(payload)
         if path is None:
-            raise gr.Error("Draw or upload a digit on Classify and press \"Explain this answer\", "
-                           "or drop an image here.")
-        return self.show(self._explained(path, true_class, set_id, name))
+            return [*self.nothing("Draw or upload a digit on Classify and press \"Explain this answer\", "
+                                  "or drop an image here.", error=True), gr.skip()]
+        try:
+            return [*self.show(self._explained(path, true_class, set_id, name)), gr.skip()]
+        except gr.Error as err:
+            return [*self.nothing(html.unescape(str(err.message)), error=True), None]
 
     def received(self, source, true_class, set_id):
         """Classify's input (a drawing array or an uploaded file's path), shown and explained in
@@ -108,10 +114,10 @@ class Handlers:
                 image_file(to_display(first.model_input)), ""]
 
     @staticmethod
-    def nothing(text: str) -> list:
+    def nothing(text: str, error: bool = False) -> list:
         """Every output emptied, under ``text``: a failed explanation must not leave the previous
         input's pictures beside its error."""
-        return [empty_verdict(text), "", gr.Gallery(value=[], visible=False), *[None] * (2 * len(ORDER)),
+        return [(error_verdict if error else empty_verdict)(text), "", gr.Gallery(value=[], visible=False), *[None] * (2 * len(ORDER)),
                 gr.Image(value=None, visible=False), None, gr.Plot(value=None, visible=False), "",
                 gr.Gallery(value=[], visible=False), None, *NEUTRAL.values(), None, ""]
 
@@ -198,17 +204,18 @@ def build(ctx: Shared, service: Service) -> None:
                ui.probe, ui.map, ui.map_note, ui.map_neighbours, ui.model_input, *ui.sliders.values(),
                ui.transformed, ui.transformed_answer]
     common = dict(concurrency_limit=2, concurrency_id="explain")
-    failed = dict(fn=lambda: on.nothing("That input could not be explained: the message at the top right says why."),
-                  inputs=None, outputs=outputs, api_name=False, show_progress="hidden")
-    ui.run.click(on.explain, [ui.input, ui.true, ctx.model_set], outputs, preprocess=False,
-                 api_name="explain_input", **common).failure(**failed)
-    ui.input.upload(on.explain, [ui.input, ui.true, ctx.model_set], outputs, preprocess=False, api_name=False,
-                    **common).failure(**failed)         # a dropped image is explained at once
-    ui.true.input(on.explain, [ui.input, ui.true, ctx.model_set], outputs, preprocess=False, api_name=False,
+    explained = [*outputs, ui.input]
+    ui.run.click(on.explain, [ui.input, ui.true, ctx.model_set], explained, preprocess=False, api_name=False, **common)
+    ui.input.upload(on.explain, [ui.input, ui.true, ctx.model_set], explained, preprocess=False, api_name=False,
+                    **common)               # a dropped image is explained at once
+    ui.input.clear(lambda: on.nothing(WAITING), None, outputs, api_name=False, show_progress="hidden")
+    ui.true.input(on.explain, [ui.input, ui.true, ctx.model_set], explained, preprocess=False, api_name=False,
                   **common)
     # Classify's "Explain this answer": show the input here, then explain it
     ctx.to_explain.change(on.received, [ctx.to_explain, ui.true, ctx.model_set], [ui.input, *outputs],
-                          api_name=False, **common).failure(**failed)
+                          api_name=False, **common
+                          ).failure(lambda: on.nothing("That input could not be explained.", error=True), None,
+                                    outputs, api_name=False, show_progress="hidden")
     slider_inputs = [ui.model_input, ctx.model_set, *ui.sliders.values()]
     for slider in ui.sliders.values():
         slider.input(on.transformed, slider_inputs, [ui.transformed, ui.transformed_answer], api_name=False,

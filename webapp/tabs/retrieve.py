@@ -10,9 +10,9 @@ import pandas as pd
 
 from cvdemo import config
 from cvdemo.config import class_display_name
-from cvdemo.service import ImageError, MilvusError, Service, to_display
+from cvdemo.service import CheckpointError, ImageError, MilvusError, Service, to_display
 
-from ..common import empty_verdict, file_path, image_file, owner_of, user_error
+from ..common import GONE_SET, empty_verdict, error_verdict, file_path, image_file, owner_of, user_error
 from ..context import Shared
 
 RESULT_HEADERS = ["rank", "path", "label", "distance"]
@@ -70,14 +70,27 @@ class Handlers:
             raise gr.Error("Drop, paste or pick a query image first.")
         return self.search(path, k, set_id, name=name, owner=owner_of(request))
 
-    def search_live(self, payload, k, set_id=None, request: gr.Request = None):
-        if file_path(payload)[0] is None:
-            return [], None, empty_verdict(WAITING), None
-        return self.search_file(payload, k, set_id, request)
+    def search_here(self, payload, k, set_id=None, pressed: bool = False, request: gr.Request = None):
+        """A query dropped, pasted or searched in the page; the outputs plus the drop zone. A file
+        that cannot be searched is said in the verdict, once, with the last results cleared and
+        the drop zone emptied (a toast would say it far from the file, beside a broken frame)."""
+        path, name = file_path(payload)
+        if path is None:        # emptied by us after an error, or by its own x (which .clear answers)
+            return ([[], None, error_verdict("Drop, paste or pick a query image first."), None, gr.skip()] if pressed
+                    else [gr.skip()] * 5)
+        try:
+            return [*self.search(path, k, set_id, name=name, owner=owner_of(request)), gr.skip()]
+        except gr.Error as err:
+            return [[], None, error_verdict(html.unescape(str(err.message))), None, None]
+        except (KeyError, CheckpointError):
+            return [[], None, error_verdict(GONE_SET), None, gr.skip()]
+
+    def search_pressed(self, payload, k, set_id=None, request: gr.Request = None):
+        return self.search_here(payload, k, set_id, pressed=True, request=request)
 
     @staticmethod
-    def failed():       # clear the previous query's neighbours instead of leaving them beside the error
-        return [], None, empty_verdict("That query could not be searched: the message at the top right says why."), None
+    def cleared():
+        return [], None, empty_verdict(WAITING), None
 
     def add(self, files, label, request: gr.Request = None):
         paths = [f if isinstance(f, str) else file_path(f)[0] for f in (files or [])]
@@ -186,11 +199,12 @@ def build(ctx: Shared, service: Service) -> None:
     ui, on = layout(service), Handlers(service)
     inputs, outputs = [ui.query, ui.k, ctx.model_set], [ui.gallery, ui.results, ui.verdict, ui.seen]
     common = dict(concurrency_limit=4, concurrency_id="retrieve")
-    ui.search.click(on.search_file, inputs, outputs, preprocess=False, api_name="retrieve", **common
-                    ).failure(on.failed, None, outputs, api_name=False, show_progress="hidden")
-    ui.query.change(on.search_live, inputs, outputs, preprocess=False, api_name="retrieve_live",
-                    show_progress="minimal", **common
-                    ).failure(on.failed, None, outputs, api_name=False, show_progress="hidden")
+    ui.search.click(on.search_pressed, inputs, [*outputs, ui.query], preprocess=False, api_name=False, **common)
+    ui.query.change(on.search_here, inputs, [*outputs, ui.query], preprocess=False, api_name="retrieve_live",
+                    show_progress="minimal", **common)
+    ui.query.clear(on.cleared, None, outputs, api_name=False, show_progress="hidden")
+    # the API's search: a bad file as an error (gradio_client raises it)
+    gr.Button(visible=False).click(on.search_file, inputs, outputs, preprocess=False, api_name="retrieve", **common)
     mine = [ui.mine, ui.remove_pick, ui.remove_btn]
     ui.add_btn.click(on.add, [ui.new_files, ui.new_label], [ui.add_report, ui.new_files, *mine],
                      api_name="add_to_database", concurrency_limit=1, concurrency_id="add_to_database")
