@@ -150,8 +150,13 @@ def _classify_rows(document: dict) -> list[str]:
     lines: list[str] = []
     c = document.get("classify_ms", {})
     if "in_process" in c:
-        lines.append(_latency_row(document, f"Classify one sketch in process ({' + '.join(c['in_process']['models'])})",
-                                  c["in_process"], "classify in process p50"))
+        e = c["in_process"]
+        runtimes = ", ".join(f"{n} on {r}" for n, r in e.get("runtime", {}).items())
+        lines.append(_latency_row(document, f"Classify one sketch in process ({runtimes or ' + '.join(e['models'])})",
+                                  e, "classify in process p50, every model on LiteRT"))
+        if "keras" in e:
+            lines.append(_latency_row(document, f"… the same service on the compiled Keras function, alternated "
+                                      f"(LiteRT {e['keras_ratio']}× faster)", e["keras"], ""))
     if "http" in c:
         lines.append(_latency_row(document, "Classify over HTTP (gradio_client, /classify)", c["http"],
                                   "classify over HTTP p50"))

@@ -111,19 +111,32 @@ def write_sketch(path: Path, digit: int = 2, seed: int = config.SEED) -> Path:
 
 
 def bench_classify(checkpoints: Path, image: Path, repeats: int, workdir: Path) -> dict:
-    """``Service.classify`` on one file: decode -> preprocess -> every model of the shipped set."""
+    """``Service.classify`` on one file: decode -> preprocess -> every model of the shipped set,
+    as the app serves it (LiteRT where it answers like Keras), alternated call by call with the
+    same service on the compiled Keras function, the same-run baseline (``keras``)."""
     from cvdemo.service import Service
 
-    service = Service(checkpoints=Path(checkpoints), runs=workdir / "runs", warm=True)
-    first = service.classify(str(image))            # warm (models are traced at load already)
-    per_model: dict[str, list[float]] = {name: [] for name in first.models}
-
-    def once():
-        answer = service.classify(str(image))
-        for name, model_answer in answer.models.items():
-            per_model[name].append(model_answer.ms / 1000)
-
-    summary = summarize(_timed(once, repeats))
-    summary["models"] = list(first.models)
-    summary["per_model_p50"] = {name: summarize(v)["p50"] for name, v in per_model.items()}
+    served = {kind: Service(checkpoints=Path(checkpoints), runs=workdir / "runs", warm=True, inference=inference)
+              for kind, inference in (("app", None), ("keras", "keras"))}
+    for service in served.values():
+        ready = [m.served.ready.wait(300) for m in service.model_set().models.values()]
+        if not all(ready):
+            raise BenchError("a LiteRT conversion did not finish within 300 s")
+    first = {kind: service.classify(str(image)) for kind, service in served.items()}     # warm
+    timings: dict[str, list[float]] = {kind: [] for kind in served}
+    per_model: dict[str, dict[str, list[float]]] = {kind: {n: [] for n in first["app"].models} for kind in served}
+    for _ in range(repeats):
+        for kind, service in served.items():
+            started = time.perf_counter()
+            answer = service.classify(str(image))
+            timings[kind].append(time.perf_counter() - started)
+            for name, model_answer in answer.models.items():
+                per_model[kind][name].append(model_answer.ms / 1000)
+    summary = summarize(timings["app"])
+    summary["models"] = list(first["app"].models)
+    summary["runtime"] = {name: a.runtime for name, a in first["app"].models.items()}
+    summary["per_model_p50"] = {name: summarize(v)["p50"] for name, v in per_model["app"].items()}
+    summary["keras"] = {**summarize(timings["keras"]),
+                        "per_model_p50": {name: summarize(v)["p50"] for name, v in per_model["keras"].items()}}
+    summary["keras_ratio"] = round(summary["keras"]["p50"] / max(summary["p50"], 1e-9), 2)
     return summary

@@ -35,6 +35,17 @@ SHARED_ADDITIONS = os.environ.get("CVDEMO_SHARED_ADDITIONS", "0") == "1"
 PRIVATE_ADDITIONS_PER_SESSION = 200
 PRIVATE_ADDITIONS_TTL_S = 3600
 
+# Serving inference: "auto" runs each model on LiteRT when its conversion answers like Keras
+# (cvdemo.litert), "keras" always on the compiled Keras function. LITERT_POOL interpreters per
+# model serve that many calls at once (one per core); each runs on LITERT_THREADS threads.
+INFERENCE_BACKEND = os.environ.get("CVDEMO_INFERENCE", "auto")
+LITERT_POOL = int(os.environ.get("CVDEMO_LITERT_POOL", "2"))
+LITERT_THREADS = int(os.environ.get("CVDEMO_LITERT_THREADS", "1"))
+# A model with no conversion yet (a set just trained): converted in the "background" while Keras
+# serves it, "now" (before it serves), or "off" (Keras only; the tests' default, to spare their cores).
+LITERT_CONVERT = os.environ.get("CVDEMO_LITERT_CONVERT", "background")
+LITERT_CACHE = Path(os.environ.get("CVDEMO_LITERT_CACHE", CACHE_DIR / "litert"))   # converted models
+
 SEED = 1337
 PREPROCESSING_VERSION = 4
 

@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The tests' own models serve on Keras (a MobileNetV2 conversion takes 10-15 s of a core);
+# the shipped ones on the LiteRT conversions beside them. test_litert.py converts on purpose,
+# into a folder of its own rather than the repository's .cache.
+os.environ.setdefault("CVDEMO_LITERT_CONVERT", "off")
+os.environ.setdefault("CVDEMO_LITERT_CACHE", tempfile.mkdtemp(prefix="cvdemo-litert-"))
 
 import numpy as np
 import pytest

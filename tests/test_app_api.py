@@ -51,7 +51,8 @@ def test_classify_returns_every_model_with_probabilities(client, server, digit_f
     classes = server[1].model_set().class_names
     assert set(result) == {"scratch", "finetuned"}
     for answer in result.values():
-        assert set(answer) == {"label", "probabilities", "known", "novelty", "looks_like"}
+        assert set(answer) == {"label", "probabilities", "known", "novelty", "looks_like", "runtime"}
+        assert answer["runtime"] in ("litert", "keras")
         assert isinstance(answer["known"], bool) and answer["novelty"] >= 0
         assert answer["looks_like"] is None or isinstance(answer["looks_like"], str)
         assert answer["label"] in classes

@@ -124,6 +124,7 @@ def test_run_on_tiny_inputs_has_the_documented_shape(tiny_checkpoints, tmp_path)
     assert {"machine", "train", "classify_ms", "retrieval", "cold_start_s", "rss_mb"} <= set(document)
     in_process = document["classify_ms"]["in_process"]
     assert {"p50", "p95"} <= set(in_process) and set(in_process["models"]) == {"scratch", "finetuned"}
+    assert in_process["keras"]["p50"] > 0 and in_process["keras_ratio"] > 0     # the same-run baseline
     retrieval = document["retrieval"]
     assert retrieval["database_size"] == 24
     assert {"shipped", "shipped_search_only", "100"} <= set(retrieval["query_ms"])

@@ -108,7 +108,8 @@ def test_predict_command_json(tiny_checkpoints, tmp_path):
     assert set(entries[0]) == {"image", "models", "looks_like"}
     assert {"scratch", "finetuned"} <= set(entries[0]["models"])
     for answer in entries[0]["models"].values():
-        assert set(answer) == {"label", "probabilities", "known", "novelty", "looks_like"}
+        assert set(answer) == {"label", "probabilities", "known", "novelty", "looks_like", "runtime"}
+        assert answer["runtime"] in ("litert", "keras")
         assert isinstance(answer["known"], bool) and answer["novelty"] >= 0
         assert set(answer["probabilities"]) == {"0_digits", "1_digits", "2_digits"}
         assert sum(answer["probabilities"].values()) == pytest.approx(1, abs=1e-3)

@@ -102,7 +102,8 @@ def caption(name: str, answer=None) -> str:
     title = f"**{name}**: {MODEL_TITLES.get(name, name)}"
     if answer is None:
         return title
-    line = f"{title}  \n{answer.ms:.0f} ms · weights: {html.escape(answer.weights)}"
+    runtime = {"litert": " on LiteRT", "keras": " on Keras"}.get(answer.runtime, "")
+    line = f"{title}  \n{answer.ms:.0f} ms{runtime} · weights: {html.escape(answer.weights)}"
     if answer.known is None:
         return line
     classes = ", ".join(html.escape(str(class_display_name(c))) for c in answer.probabilities)

@@ -137,10 +137,12 @@ def duplicates_and_closest(train_images: np.ndarray, eval_images: np.ndarray,
 
 
 def measure_latency(model, input_shape, repeats: int = 7) -> float:
-    """Median milliseconds of one single-image call, the way the app serves (compiled, warmed)."""
-    from ..models import compiled_inference
+    """Median milliseconds of one single-image call, the way the app serves (``litert.fast_inference``)."""
+    from ..litert import fast_inference
 
-    infer = compiled_inference(model, tuple(input_shape))
+    served = fast_inference(model, tuple(input_shape))
+    served.ready.wait()                 # a conversion in the background: time what serves after it
+    infer = served.infer
     x = np.random.default_rng(0).random((1, *input_shape), dtype=np.float32)
     times = []
     for _ in range(repeats):

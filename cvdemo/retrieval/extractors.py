@@ -34,14 +34,14 @@ class ExtractorSpec:
     version: Callable[[Path], str | None]
 
 
-def _compiled(model, shape=(config.DIGIT_SIZE, config.DIGIT_SIZE, 1)) -> Extract:
-    """``models.compiled_inference`` over batches of ``BATCH``, flattened to (N, D) float32."""
-    from ..models import compiled_inference
+def _compiled(model, checkpoints: Path, shape=(config.DIGIT_SIZE, config.DIGIT_SIZE, 1)) -> Extract:
+    """``litert.fast_inference`` over batches of ``BATCH``, flattened to (N, D) float32."""
+    from ..litert import fast_inference
 
-    infer = compiled_inference(model, shape)
+    served = fast_inference(model, shape, beside=Path(checkpoints) / "litert")
 
     def extract(batch: np.ndarray) -> np.ndarray:
-        out = [infer(batch[i:i + BATCH]) for i in range(0, len(batch), BATCH)]
+        out = [served.infer(batch[i:i + BATCH]) for i in range(0, len(batch), BATCH)]
         return np.concatenate(out).reshape(len(batch), -1).astype(np.float32)
     return extract
 
@@ -88,7 +88,7 @@ def _backbone_extractor(backbone: str, weights: str) -> Callable[[Path], tuple[E
         x = keras.layers.Resizing(spec.input_size, spec.input_size, name="resize")(inputs)
         x = BackbonePreprocess(backbone, name="backbone_preprocess")(x)
         model = keras.Model(inputs, base(x, training=False), name=f"{backbone}_{weights}_features")
-        return _compiled(model), _backbone_version(backbone, weights)(checkpoints) or weights
+        return _compiled(model, checkpoints), _backbone_version(backbone, weights)(checkpoints) or weights
     return build
 
 
@@ -121,7 +121,7 @@ def _checkpoint_extractor(name: str, layer: str = "embedding",
                                        "it cannot index the digit database.")
         version = f"{name}:{checkpoint.meta.get('model_sha256', '')[:16]}"
         features = pooled_model if layer == "pooled" else embedding_model
-        return _compiled(features(checkpoint.model), tuple(checkpoint.input_shape)), version
+        return _compiled(features(checkpoint.model), checkpoints, tuple(checkpoint.input_shape)), version
     return build
 
 

@@ -52,10 +52,11 @@ class Service(Retrieval, Explaining):
                  retrieval_extractor: str | None = None, analysis_cache: Path = config.CACHE_DIR,
                  queries: Path = config.QUERY_DIR, limits: config.Limits = config.PUBLIC_LIMITS,
                  retrieval_backend: str = config.RETRIEVAL_BACKEND, milvus_uri: str | None = config.MILVUS_URI,
-                 shared_additions: bool = config.SHARED_ADDITIONS):
+                 shared_additions: bool = config.SHARED_ADDITIONS, inference: str | None = None):
         """``retrieval_extractor``: None picks ``retrieval.default_extractor(checkpoints)``;
         ``retrieval_backend`` and ``milvus_uri`` as ``retrieval.FeatureIndex`` takes them;
-        ``shared_additions``: a visitor's added images go into the database for everyone."""
+        ``shared_additions``: a visitor's added images go into the database for everyone;
+        ``inference``: "keras" serves every model on Keras (default ``config.INFERENCE_BACKEND``)."""
 
         self.checkpoints = Path(checkpoints)
         self.database = Path(database)
@@ -67,6 +68,7 @@ class Service(Retrieval, Explaining):
         self.milvus_uri = milvus_uri
         self.analysis_cache = Path(analysis_cache)
         self.shared_additions = shared_additions
+        self.inference = inference
         self.private = PrivateAdditions(self.analysis_cache / "additions")
         self._retrieval = None             # the FeatureIndex, created on first retrieve
         self._retrieval_lock = threading.Lock()
@@ -118,7 +120,7 @@ class Service(Retrieval, Explaining):
         loaded = ckpt.load_all(folder)
         if not loaded:
             raise ckpt.CheckpointError(f"No models in {folder}. Train some with: python -m cvdemo train")
-        served = {name: ServedModel(loaded[name]) for name in sorted(loaded, key=config.display_rank)}
+        served = {name: ServedModel(loaded[name], self.inference) for name in sorted(loaded, key=config.display_rank)}
         label = SHIPPED if set_id == SHIPPED else json.loads((folder / "run.json").read_text())["label"]
         model_set = ModelSet(set_id, label, folder, served)
         with self._lock:
@@ -158,7 +160,7 @@ class Service(Retrieval, Explaining):
             answers[model_name] = ModelAnswer(
                 model_name, classes[int(proba.argmax())],
                 {c: float(p) for c, p in zip(classes, proba)}, ms, served.weights_label, inputs[key],
-                None if novelty is None else float(novelty[0]))
+                None if novelty is None else float(novelty[0]), served.backend)
         result = Classification(answers, set_id, steps, set_threshold=model_set.novelty_threshold)
         digits = inputs.get(("digits", (config.DIGIT_SIZE, config.DIGIT_SIZE, 1)))
         # the database holds digits: it can say what a rejected digit looks like, not a photo

@@ -1,5 +1,5 @@
-"""Model sets as the service serves them: each checkpoint with a compiled inference function,
-and the answers a classification gives. Immutable once built; safe to share between threads."""
+"""Model sets as the service serves them: each checkpoint with its inference function (LiteRT
+or compiled Keras, ``cvdemo.litert``), and the answers a classification gives. Immutable once built; safe to share between threads."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ class ModelAnswer:
     weights: str                       # human label of where the weights came from
     model_input: np.ndarray            # what the model received, (S, S, C) float32
     novelty: float | None = None       # distance to the known examples over the model's threshold
+    runtime: str = ""                  # what ran it: "litert" or "keras" (ServedModel.backend)
 
     @property
     def known(self) -> bool | None:
@@ -30,7 +31,7 @@ class ModelAnswer:
 
     def as_dict(self) -> dict:
         return {"label": self.label, "probabilities": self.probabilities, "known": self.known,
-                "novelty": None if self.novelty is None else round(self.novelty, 5)}
+                "novelty": None if self.novelty is None else round(self.novelty, 5), "runtime": self.runtime}
 
 
 def voters(models: dict, usable) -> list[str]:
@@ -102,13 +103,15 @@ class Classification:
 
 
 class ServedModel:
-    """A checkpoint plus a compiled, warmed-up inference function (safe to call from threads)."""
+    """A checkpoint plus a warmed-up inference function, safe to call from threads: LiteRT when
+    its conversion answers like Keras, else the compiled Keras function (``backend`` says which,
+    ``backend_reason`` why)."""
 
-    def __init__(self, checkpoint):
+    def __init__(self, checkpoint, backend: str | None = None):
         import keras
 
         from ..explain.novelty import NoveltyModel
-        from ..models import compiled_inference
+        from ..litert import fast_inference
 
         self.checkpoint = checkpoint
         self.name = checkpoint.name
@@ -116,15 +119,19 @@ class ServedModel:
         self.novelty = NoveltyModel.from_meta(checkpoint.meta)
         model = checkpoint.model
         both = keras.Model(model.inputs, [model.output, model.get_layer("embedding").output])
-        self._infer = compiled_inference(both, tuple(checkpoint.input_shape))
+        # a conversion shipped beside the checkpoint (python -m cvdemo convert) spares the first start
+        served = fast_inference(both, tuple(checkpoint.input_shape), backend=backend,
+                                beside=Path(checkpoint.path).parent / "litert")
+        self.served = served
+        self.graph = both                  # what is served: probabilities and embedding in one pass
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities of a batch of model inputs."""
-        return self._infer(batch)[0]
+        return self.served.infer(batch)[0]
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, ``embedding`` features) of a batch from one forward pass."""
-        probabilities, features = self._infer(batch)
+        probabilities, features = self.served.infer(batch)
         return probabilities, features
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
@@ -140,8 +147,40 @@ class ServedModel:
         return probabilities, self.novelty.relative(self.novelty.scores(features))
 
     @property
+    def backend(self) -> str:
+        """What serves the model now: "litert" or "keras" (until a background conversion is in)."""
+        return self.served.backend
+
+    @property
+    def backend_reason(self) -> str:
+        return self.served.reason
+
+    @property
     def weights_label(self) -> str:
         return self.meta.get("weights_label", "")
+
+
+def ship_conversions(model_set) -> list[dict]:
+    """Convert and check each model of ``model_set`` now, and write the conversions that answer
+    like Keras beside its checkpoints (``<folder>/litert/``), where a fresh start reads them
+    instead of converting; one report per model. Conversions of models gone are removed."""
+    from ..fsutil import atomic_write_bytes
+    from ..litert import converted, fast_inference, model_key
+
+    target, reports = Path(model_set.folder) / "litert", []
+    for name, served in model_set.models.items():
+        checked = fast_inference(served.graph, tuple(served.checkpoint.input_shape), backend="auto", when="now",
+                                 beside=target)
+        report = {"model": name, "runtime": checked.backend, "reason": checked.reason, "file": None}
+        if checked.backend == "litert":
+            path = target / f"{model_key(served.graph)}.tflite"
+            if not path.exists():
+                atomic_write_bytes(path, converted(served.graph, beside=target)[0])
+            report["file"] = str(path)
+        reports.append(report)
+    for stale in set(target.glob("*.tflite")) - {Path(r["file"]) for r in reports if r["file"]}:
+        stale.unlink()
+    return reports
 
 
 @dataclass
