@@ -309,6 +309,7 @@ def test_an_added_image_is_found_by_its_visitor_only_and_removable(browser, serv
         stranger.close()
 
 
+@pytest.mark.slow     # 15 s; the analysis the tab shows is tested in process (test_analysis, test_report)
 def test_analyze_tab_loads_when_opened(page, server):
     kind, _, _ = server
     if kind != "tiny":

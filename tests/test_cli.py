@@ -56,6 +56,7 @@ def test_data_command(tmp_path):
     assert first.read_bytes() == buffer.getvalue()
 
 
+@pytest.mark.slow     # 13 s; training is tested in process in the default run
 def test_train_command_json(tmp_path):
     data = write_digits(tmp_path / "data", per_class=6)
     out = tmp_path / "out"
@@ -71,6 +72,7 @@ def test_train_command_json(tmp_path):
     assert Path(entry["checkpoint"]) == out / "scratch.keras" and (out / "scratch.json").exists()
 
 
+@pytest.mark.slow     # 10 s
 def test_evaluate_command_json(tiny_checkpoints, tmp_path):
     data = write_digits(tmp_path / "test", per_class=4, offset=200)
     proc = run_cli("evaluate", "--data", data, "--checkpoints", tiny_checkpoints, "--json")

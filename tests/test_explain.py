@@ -197,6 +197,7 @@ def test_probe_curves_have_every_step_and_undo_a_rotated_glyph(shipped):
 
 # ----------------------------------------------------------------------------- explain, API shapes
 
+@pytest.mark.slow     # 19 s; test_app_api's /explain checks the same numbers in the default run
 def test_explain_gives_every_picture_and_number(tiny_checkpoints, tmp_path):
     from cvdemo.explain.placement import place
     from cvdemo.service import Service
@@ -218,6 +219,7 @@ def test_explain_gives_every_picture_and_number(tiny_checkpoints, tmp_path):
     assert np.allclose(spot.point, [0.0, 0.0]) and spot.neighbours == [0]
 
 
+@pytest.mark.slow     # 12 s
 def test_explain_cli_writes_pictures_and_json(tiny_checkpoints, tmp_path, capsys):
     from cvdemo import cli
 

@@ -41,20 +41,19 @@ def convert_now(monkeypatch):
     monkeypatch.setattr(config, "LITERT_CONVERT", "now")
 
 
-def _answers_like_keras(checkpoints, tmp_path):
+@pytest.mark.skipif(not (SHIPPED / "scratch.keras").exists(), reason="no shipped checkpoints")
+def test_every_shipped_model_is_served_on_litert_and_answers_like_keras(tmp_path):
     from cvdemo.service import Service
 
-    model_set = Service(checkpoints=checkpoints, runs=tmp_path / "runs").model_set()
+    service = Service(checkpoints=SHIPPED, runs=tmp_path / "runs")
+    model_set = service.model_set()
+    assert set(model_set.models) >= {"scratch", "finetuned"}
     for name, served in model_set.models.items():
         assert served.backend == "litert", f"{name}: {served.backend_reason}"
         _assert_like_keras(served, _digits())
-    return model_set
-
-
-@pytest.mark.skipif(not (SHIPPED / "scratch.keras").exists(), reason="no shipped checkpoints")
-def test_every_shipped_model_is_served_on_litert_and_answers_like_keras(tmp_path):
-    model_set = _answers_like_keras(SHIPPED, tmp_path)
-    assert set(model_set.models) >= {"scratch", "finetuned"}
+    answer = service.classify(_digits(1)[0] * 255)                  # and each answer says what ran it
+    assert {a.runtime for a in answer.models.values()} == {"litert"}
+    assert all(a["runtime"] == "litert" for a in answer.as_dict().values())
 
 
 def test_a_freshly_trained_model_is_served_on_litert_and_answers_like_keras(tiny_checkpoints):
@@ -64,15 +63,6 @@ def test_a_freshly_trained_model_is_served_on_litert_and_answers_like_keras(tiny
     served = ServedModel(checkpoints.load(tiny_checkpoints, "scratch"))     # the fine-tuned one: 15 s more
     assert served.backend == "litert", served.backend_reason
     _assert_like_keras(served, _digits())
-
-
-@pytest.mark.skipif(not (SHIPPED / "scratch.keras").exists(), reason="no shipped checkpoints")
-def test_each_answer_says_what_ran_it(tmp_path):
-    from cvdemo.service import Service
-
-    answer = Service(checkpoints=SHIPPED, runs=tmp_path / "runs").classify(_digits(1)[0] * 255)
-    assert {a.runtime for a in answer.models.values()} == {"litert"}
-    assert all(a["runtime"] == "litert" for a in answer.as_dict().values())
 
 
 @pytest.fixture

@@ -73,6 +73,7 @@ def test_second_run_comes_from_the_cache_and_json_goes_to_stdout(report_dir, tin
     assert (tmp_path / "again" / "report.md").is_file()
 
 
+@pytest.mark.slow     # 14 s; the report itself is checked in the default run
 def test_report_on_an_external_folder_evaluates_every_image(tiny_checkpoints, tmp_path, capsys):
     data = write_digits(tmp_path / "test", per_class=3, offset=200)
     capsys.readouterr()

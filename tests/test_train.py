@@ -42,6 +42,7 @@ def test_train_scratch_saves_a_checkpoint_with_metadata(tiny_data, tmp_path):
     assert np.allclose(np.asarray(loaded.model(x)), np.asarray(result.model(x)), atol=1e-5)
 
 
+@pytest.mark.slow     # 12 s; test_sessions stops a run at the next batch in the default run
 def test_a_stopped_run_saves_nothing(tiny_data, tmp_path):
     ckpt_before = train(tiny_data, ("scratch",), TrainConfig(epochs=1, batch_size=8), out=tmp_path)
     before = (tmp_path / "scratch.keras").read_bytes()
@@ -59,6 +60,7 @@ def test_a_stopped_run_saves_nothing(tiny_data, tmp_path):
     assert ckpt_before["scratch"].checkpoint.exists()
 
 
+@pytest.mark.slow     # 20 s; tiny_checkpoints fine-tunes through train() in every run
 def test_finetune_runs_both_phases(tiny_data):
     events = []
     prepared = prepare(tiny_data, TrainConfig(profile="digits"))
