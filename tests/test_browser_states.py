@@ -1,6 +1,7 @@
 """The app's states in a real Chromium: every text the app styles itself readable in both themes,
 bad files said once beside the drop zone that took them, and a visitor who closes the page
-leaving nothing behind (their added images forgotten, their training stopped)."""
+leaving nothing behind (their added images forgotten, their training stopped), and buttons
+pressed too early answered beside them."""
 from __future__ import annotations
 
 import re
@@ -104,6 +105,31 @@ def test_a_bad_file_is_said_once_beside_its_drop_zone(page, server, tmp_path):
     sync_api.expect(page.locator("#explain-verdict .error")).to_contain_text("could not be read", timeout=30_000)
     sync_api.expect(page.locator("#gradcam-scratch img")).to_have_count(0, timeout=10_000)
     sync_api.expect(page.locator("#explain-input input[type=file]")).to_have_count(1, timeout=10_000)
+    assert page.locator(".toast-body").count() == 0, page.locator(".toast-body").all_inner_texts()
+
+
+def test_a_button_pressed_too_early_or_a_hostile_zip_is_said_beside_it(page, tmp_path):
+    """"Find similar images" before any input, "Add to database" without files, a zip reaching
+    outside its folder: each said where the visitor looks (the verdict, under the button, under
+    Start), and no toast."""
+    import zipfile
+
+    hostile = tmp_path / "hostile.zip"
+    with zipfile.ZipFile(hostile, "w") as archive:
+        archive.writestr("0_digits/a.png", QUERY.read_bytes())
+        archive.writestr("../../evil.png", b"x")
+    open_tab(page, "Train")
+    page.get_by_label("My own zip of class folders").check()
+    page.locator("#train-zip input[type=file]").set_input_files(str(hostile))
+    sync_api.expect(page.locator("#train-status .error")).to_contain_text("unsafe path", timeout=20_000)
+    open_tab(page, "Classify")
+    page.locator("#send-to-retrieve").click()
+    sync_api.expect(page.locator("#verdict .error")).to_contain_text("Draw or upload a digit first", timeout=10_000)
+    open_tab(page, "Retrieve")
+    page.get_by_text("Add images to the database").click()
+    page.locator("#retrieve-add").click()
+    sync_api.expect(page.locator("#retrieve-add-report")).to_contain_text("Not added", timeout=10_000)
+    page.wait_for_timeout(300)
     assert page.locator(".toast-body").count() == 0, page.locator(".toast-body").all_inner_texts()
 
 

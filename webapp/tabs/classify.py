@@ -209,15 +209,16 @@ class Handlers:
 
     @staticmethod
     def send_to_retrieve(source):
+        """"Find similar images": to Retrieve with the input; without one, said in the verdict."""
         if source is None:
-            raise gr.Error("Draw or upload a digit first, then send it to Retrieve.")
-        return source, gr.Tabs(selected="retrieve")
+            return gr.skip(), gr.skip(), error_verdict("Draw or upload a digit first, then send it to Retrieve.")
+        return source, gr.Tabs(selected="retrieve"), gr.skip()
 
     @staticmethod
     def send_to_explain(source):
         if source is None:
-            raise gr.Error("Draw or upload a digit first, then ask why.")
-        return source, gr.Tabs(selected="explain")
+            return gr.skip(), gr.skip(), error_verdict("Draw or upload a digit first, then ask why.")
+        return source, gr.Tabs(selected="explain"), gr.skip()
 
 
 def layout(service: Service) -> SimpleNamespace:
@@ -299,8 +300,10 @@ def build(ctx: Shared, service: Service) -> None:
     # the API's upload: the Classify tab's outputs, a bad file as an error (gradio_client raises it)
     gr.Button(visible=False).click(on.upload, inputs(ui.upload), outputs, preprocess=False, api_name="classify_upload",
                                    **common)
-    ui.send_btn.click(on.send_to_retrieve, [ui.last_input], [ctx.to_retrieve, ctx.tabs], api_name="send_to_retrieve")
-    ui.explain_btn.click(on.send_to_explain, [ui.last_input], [ctx.to_explain, ctx.tabs], api_name="send_to_explain")
+    ui.send_btn.click(on.send_to_retrieve, [ui.last_input], [ctx.to_retrieve, ctx.tabs, ui.verdict],
+                      api_name="send_to_retrieve")
+    ui.explain_btn.click(on.send_to_explain, [ui.last_input], [ctx.to_explain, ctx.tabs, ui.verdict],
+                         api_name="send_to_explain")
 
     # API-only endpoint: one image file in, {"<model>": {"label", "probabilities"}} out.
     api_image = gr.Image(type="filepath", visible=False, label="image")

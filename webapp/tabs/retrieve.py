@@ -112,6 +112,20 @@ class Handlers:
         lines += [f"- skipped `{html.escape(n)}`: {html.escape(r)}" for n, r in report.skipped]
         return ("\n".join(lines), None, *self.mine(owner))
 
+    def add_here(self, files, label, request: gr.Request = None):
+        """The page's "Add to database": a refusal is said in the report under the button, once,
+        and the files stay chosen (the API's add raises it instead)."""
+        try:
+            return self.add(files, label, request)
+        except gr.Error as err:
+            return (f"**Not added.** {err.message}", gr.skip(), gr.skip(), gr.skip(), gr.skip())
+
+    def remove_here(self, addition_id, request: gr.Request = None):
+        try:
+            return self.remove(addition_id, request)
+        except gr.Error as err:
+            return (f"**Not removed.** {err.message}", gr.skip(), gr.skip(), gr.skip())
+
     def private_off(self, owner) -> bool:
         return owner is None or self.service.shared_additions
 
@@ -206,9 +220,14 @@ def build(ctx: Shared, service: Service) -> None:
     # the API's search: a bad file as an error (gradio_client raises it)
     gr.Button(visible=False).click(on.search_file, inputs, outputs, preprocess=False, api_name="retrieve", **common)
     mine = [ui.mine, ui.remove_pick, ui.remove_btn]
-    ui.add_btn.click(on.add, [ui.new_files, ui.new_label], [ui.add_report, ui.new_files, *mine],
-                     api_name="add_to_database", concurrency_limit=1, concurrency_id="add_to_database")
-    ui.remove_btn.click(on.remove, ui.remove_pick, [ui.add_report, *mine], api_name="remove_addition")
+    adding = dict(concurrency_limit=1, concurrency_id="add_to_database")
+    ui.add_btn.click(on.add_here, [ui.new_files, ui.new_label], [ui.add_report, ui.new_files, *mine], api_name=False,
+                     **adding)
+    ui.remove_btn.click(on.remove_here, ui.remove_pick, [ui.add_report, *mine], api_name=False)
+    # the API's add and remove: a refusal as an error (gradio_client raises it)
+    gr.Button(visible=False).click(on.add, [ui.new_files, ui.new_label], [ui.add_report, ui.new_files, *mine],
+                                   api_name="add_to_database", **adding)
+    gr.Button(visible=False).click(on.remove, ui.remove_pick, [ui.add_report, *mine], api_name="remove_addition")
     api_out = gr.JSON(visible=False, label="additions")
     gr.Button(visible=False).click(on.api_additions, None, api_out, api_name="my_additions")
     # Classify's "Find similar images": show it here; .change searches

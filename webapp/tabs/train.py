@@ -88,6 +88,14 @@ class Handlers:
             raise user_error(err) from None
         return gr.File(visible=choice == ZIP_SOURCE), [[name, n] for name, n in found.items()]
 
+    def counts_here(self, choice, zip_path):
+        """A zip dropped in the page: its counts, or why it cannot be used, under Start (once,
+        beside the training it would feed); the API's /dataset_counts raises instead."""
+        try:
+            return (*self.counts(choice, zip_path), status_html(""))
+        except gr.Error as err:
+            return gr.skip(), None, status_html(html.unescape(str(err.message)), "error")
+
     def train_here(self, choice, zip_path, chosen, backbone, weights, epochs, set_id, request: gr.Request):
         """The Start button: :meth:`train`, with a refusal or a failure said once, under the
         button, instead of a toast plus an error badge on every panel."""
@@ -196,7 +204,7 @@ def build(ctx: Shared, service: Service) -> None:
     ui.source.change(on.counts, *counted, api_name="dataset_counts")
     # the sample dataset's counts as soon as the page opens (built on the first visit only)
     ctx.page.load(on.counts, *counted, api_name=False, show_progress="hidden")
-    ui.zip_file.change(on.counts, *counted, api_name="dataset_counts_zip")
+    ui.zip_file.change(on.counts_here, counted[0], [*counted[1], ui.status], api_name="dataset_counts_zip")
     requested = [ui.source, ui.zip_file, ui.models, ui.backbone, ui.weights, ui.epochs, ctx.model_set]
     shown = [ui.bar, ui.log, ui.loss_plot, ui.acc_plot, ui.table, ui.confusion, ui.files, ctx.model_set,
              ctx.set_picker, ctx.notice]
