@@ -161,6 +161,13 @@ class Handlers:
         return self.show(self.classify(picture, set_id, name="The drawing"), picture, picture,
                          self.drawn_notice(set_id))
 
+    def drawing_pressed(self, value, set_id):
+        """The "Classify drawing" button: an empty canvas or a refusal said in the verdict, once."""
+        try:
+            return self.drawing(value, set_id)
+        except gr.Error as err:
+            return self.nothing(html.unescape(str(err.message)), error=True)
+
     def drawing_live(self, value, set_id):
         try:
             picture = drawing(value)
@@ -289,8 +296,9 @@ def build(ctx: Shared, service: Service) -> None:
     common = dict(concurrency_limit=4, concurrency_id="classify")
     ui.sketch.change(on.drawing_live, inputs(ui.sketch), outputs, trigger_mode="always_last",
                      show_progress="hidden", api_name="classify_drawing_live", **common)
-    ui.draw_btn.click(on.drawing, inputs(ui.sketch), outputs, api_name="classify_drawing", **common
-                      ).failure(cleared("Draw a digit first."), None, outputs, api_name=False, show_progress="hidden")
+    ui.draw_btn.click(on.drawing_pressed, inputs(ui.sketch), outputs, api_name=False, **common)
+    # the API's drawing: an empty or broken one as an error (gradio_client raises it)
+    gr.Button(visible=False).click(on.drawing, inputs(ui.sketch), outputs, api_name="classify_drawing", **common)
     ui.upload.change(on.upload_here, inputs(ui.upload), [*outputs, ui.upload], preprocess=False,
                      api_name="classify_upload_live", **common
                      ).failure(unreadable, None, outputs, api_name=False, show_progress="hidden")
