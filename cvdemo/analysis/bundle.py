@@ -3,7 +3,6 @@ a TFLite file checked to answer like it, and a ``classify.py`` that uses cvdemo'
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import zipfile
@@ -19,7 +18,7 @@ from .compute import Progress
 USAGE = '''"""Classify an image with a model from this bundle, using cvdemo's own preprocessing.
 
     python classify.py scratch.keras my_digit.png         # Keras (pip install cvdemo's requirements)
-    python classify.py scratch.tflite my_digit.png        # TFLite (the same model, converted)
+    python classify.py scratch.tflite my_digit.png        # LiteRT (the same model, converted)
 
 Run it from a checkout of the cvdemo project (or with cvdemo on PYTHONPATH): the model expects
 exactly what ``cvdemo.images.preprocess`` makes, (28, 28, 1) float32 in [0, 1], white ink on black.
@@ -38,9 +37,9 @@ def main(model_path: str, image_path: str) -> None:
     meta = json.loads(model_path.with_suffix(".json").read_text())
     x = preprocess(image_path, meta.get("profile", "digits"), size=meta["input_shape"][0])[None]
     if model_path.suffix == ".tflite":
-        import tensorflow as tf
+        from ai_edge_litert.interpreter import Interpreter    # pip install ai-edge-litert
 
-        interpreter = tf.lite.Interpreter(model_path=str(model_path))
+        interpreter = Interpreter(model_path=str(model_path))
         interpreter.allocate_tensors()
         interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x.astype(np.float32))
         interpreter.invoke()
@@ -68,46 +67,25 @@ class ConversionError(RuntimeError):
 
 
 def to_tflite(model, sample: np.ndarray) -> bytes:
-    """Convert with TensorFlow's own converter and check the TFLite model answers like Keras.
+    """The model as LiteRT (``litert.convert``), checked to answer like Keras on ``sample``
+    ((N, S, S, C) float32 model inputs) by ``litert.mismatch``; ConversionError otherwise."""
+    from .. import litert
 
-    Args:
-        model: a Keras model.
-        sample: (N, S, S, C) float32 model inputs to compare the two on.
-    """
-    import tensorflow as tf
-
-    # the converter exports a SavedModel first and prints its signature on stdout: keep stdout
-    # clean for --json
-    with contextlib.redirect_stdout(io.StringIO()):
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
-        try:
-            flat = converter.convert()
-        except Exception as err:
-            raise ConversionError(f"TFLite conversion of {model.name} failed: {type(err).__name__}: {err}") from None
-    keras_out, lite_out = np.asarray(model(sample, training=False)), tflite_predict(flat, sample)
-    if not np.array_equal(keras_out.argmax(1), lite_out.argmax(1)) or np.abs(keras_out - lite_out).max() > 1e-3:
-        raise ConversionError(f"The TFLite conversion of {model.name} does not answer like the Keras model "
-                              f"(max probability difference {np.abs(keras_out - lite_out).max():.4f}).")
+    try:
+        flat = litert.convert(model)
+    except Exception as err:
+        raise ConversionError(f"TFLite conversion of {model.name} failed: {type(err).__name__}: {err}") from None
+    why = litert.mismatch(lambda x: tflite_predict(flat, x), lambda x: np.asarray(model(x, training=False)), sample)
+    if why:
+        raise ConversionError(f"The TFLite conversion of {model.name} does not answer like the Keras model: {why}.")
     return flat
 
 
 def tflite_predict(flat: bytes, images: np.ndarray) -> np.ndarray:
-    """Probabilities of a TFLite model for (N, ...) images, one image per invoke."""
-    import warnings
+    """Probabilities of a TFLite model for (N, ...) images (``litert.LiteRTModel``)."""
+    from ..litert import LiteRTModel
 
-    import tensorflow as tf
-
-    with warnings.catch_warnings():     # tf.lite.Interpreter warns that it moves to ai_edge_litert
-        warnings.simplefilter("ignore")
-        interpreter = tf.lite.Interpreter(model_content=flat)
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    results = []
-    for image in np.asarray(images, np.float32):
-        interpreter.set_tensor(inp["index"], image[None])
-        interpreter.invoke()
-        results.append(interpreter.get_tensor(out["index"])[0].copy())
-    return np.stack(results)
+    return LiteRTModel(flat, outputs=1, pool=1)(np.asarray(images, np.float32))
 
 
 def bundle(analysis: Analysis, checkpoints: dict, cache_dir: Path = config.CACHE_DIR,
