@@ -89,22 +89,16 @@ def test_a_bad_file_is_said_once_beside_its_drop_zone(page, server, tmp_path):
     sync_api.expect(page.locator("#seen-scratch img")).to_have_count(0, timeout=10_000)
     sync_api.expect(page.locator("#upload input[type=file]")).to_have_count(1, timeout=10_000)
 
-    open_tab(page, "Retrieve")
-    page.locator("#retrieve-query input[type=file]").set_input_files(str(QUERY))
-    sync_api.expect(page.locator("#retrieve-gallery .caption-label")).to_have_count(4, timeout=60_000)
-    page.locator("#retrieve-query input[type=file]").set_input_files(str(bad))
-    sync_api.expect(page.locator("#retrieve-verdict .error")).to_contain_text("could not be read", timeout=30_000)
-    sync_api.expect(page.locator("#retrieve-gallery .caption-label")).to_have_count(0, timeout=10_000)
-    sync_api.expect(page.locator("#retrieve-query input[type=file]")).to_have_count(1, timeout=10_000)
-
-    open_tab(page, "Explain")
-    page.locator("#explain-input input[type=file]").set_input_files(str(QUERY))
-    sync_api.expect(page.locator("#explain-verdict")).to_contain_text(re.compile("Known|Not one"), timeout=60_000)
-    sync_api.expect(page.locator("#gradcam-scratch img").first).to_be_visible(timeout=20_000)
-    page.locator("#explain-input input[type=file]").set_input_files(str(bad))
-    sync_api.expect(page.locator("#explain-verdict .error")).to_contain_text("could not be read", timeout=30_000)
-    sync_api.expect(page.locator("#gradcam-scratch img")).to_have_count(0, timeout=10_000)
-    sync_api.expect(page.locator("#explain-input input[type=file]")).to_have_count(1, timeout=10_000)
+    # (tab, drop zone, verdict, what a good answer shows)
+    for tab, zone, said, shown in (("Retrieve", "#retrieve-query", "#retrieve-verdict", "#retrieve-gallery .caption-label"),
+                                   ("Explain", "#explain-input", "#explain-verdict", "#gradcam-scratch img")):
+        open_tab(page, tab)
+        page.locator(f"{zone} input[type=file]").set_input_files(str(QUERY))
+        sync_api.expect(page.locator(shown).first).to_be_visible(timeout=60_000)
+        page.locator(f"{zone} input[type=file]").set_input_files(str(bad))
+        sync_api.expect(page.locator(f"{said} .error")).to_contain_text("could not be read", timeout=30_000)
+        sync_api.expect(page.locator(shown)).to_have_count(0, timeout=10_000)
+        sync_api.expect(page.locator(f"{zone} input[type=file]")).to_have_count(1, timeout=10_000)
     assert page.locator(".toast-body").count() == 0, page.locator(".toast-body").all_inner_texts()
 
 
