@@ -149,6 +149,7 @@ def test_help_of_every_command():
         assert sub.format_help().startswith("usage:"), name
 
 
+@pytest.mark.slow     # 7 s; test_cli's other failures check the one-line exit in the default run
 def test_missing_folder_is_one_line_and_non_zero(tmp_path):
     proc = run_cli("train", "--data", tmp_path / "nowhere", "--epochs", 1, "--model", "scratch",
                    "--out", tmp_path / "out")

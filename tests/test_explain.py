@@ -61,7 +61,8 @@ def _trained(nested: bool):
     return model
 
 
-@pytest.mark.parametrize("nested", [False, True], ids=["plain", "nested-backbone"])
+@pytest.mark.parametrize("nested", [pytest.param(False, marks=pytest.mark.slow), True],   # nested: as fine-tuned
+                         ids=["plain", "nested-backbone"])
 def test_grad_cam_lights_the_half_the_class_depends_on(nested):
     from cvdemo.explain.attribution import GradCam, occlusion
 

@@ -88,7 +88,8 @@ def test_unknown_names():
         backbones.build_backbone("alexnet", "none")
 
 
-@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "resnet_rs50" else n   # 8 s
+                                  for n in sorted(BACKBONES)])
 def test_every_backbone_builds_without_weights(name):
     spec = BACKBONES[name]
     started = time.perf_counter()
@@ -113,6 +114,7 @@ def test_backbone_preprocess_matches_keras(name):
     assert np.allclose(out, np.asarray(expected), atol=1e-4)
 
 
+@pytest.mark.slow     # 6 s
 def test_weights_from_a_local_file(tmp_path):
     first = backbones.build_backbone("mobilenet_v2", "none")
     path = tmp_path / "mine.weights.h5"

@@ -236,6 +236,7 @@ def test_imagenet_extractor_offline_fails_with_a_clear_message(monkeypatch, tmp_
         retrieval.build_extractor("imagenet_vgg16")
 
 
+@pytest.mark.slow     # 6 s
 def test_digits_backbone_extractor_gives_pooled_features(tmp_path):
     from cvdemo import config
     from cvdemo.backbones import digits_weights_path
@@ -428,6 +429,7 @@ def test_cli_eval_json(database, tmp_path, capsys):
     assert code != 0 and "error:" in err
 
 
+@pytest.mark.slow     # 7 s; the shipped extractor is used by every retrieval test
 def test_pretrained_cnn_extractor_is_trained_saved_and_used(tmp_path):
     """pretrain --backbone scratch: a checkpoint with metadata, not a task classifier, whose pooled
     activations index the database; a missing one says how to make it."""
