@@ -11,6 +11,7 @@ import argparse
 import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="per combination and round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
-    graphs = [(converted(graph, beside=config.CHECKPOINT_DIR / "litert")[0], len(graph.outputs), shape)
+    graphs = [(converted(graph, beside=Path(args.checkpoints) / "litert")[0], len(graph.outputs), shape)
               for _, graph, shape in _graphs(args.checkpoints)]
     results: dict[str, dict[str, list]] = {}
     for _ in range(args.rounds):

@@ -105,23 +105,26 @@ def convert(model) -> bytes:
         return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
-def cached_file(model, folders: list[Path]) -> Path | None:
-    """The model's conversion in the first of ``folders`` that holds it."""
-    name = f"{model_key(model)}.tflite"
+def cached_file(key: str, folders: list[Path]) -> Path | None:
+    """The conversion of the model whose :func:`model_key` is ``key``, in the first of ``folders`` that holds it."""
+    name = f"{key}.tflite"
     return next((Path(f) / name for f in folders if (Path(f) / name).is_file()), None)
 
 
-def converted(model, cache: Path | None = None, beside: Path | None = None) -> tuple[bytes, Path | None]:
+def converted(model, cache: Path | None = None, beside: Path | None = None,
+              key: str | None = None) -> tuple[bytes, Path | None]:
     """(``convert(model)``, the file it came from): read from ``beside`` (a checkpoint folder's
     ``litert/``, shipped with it) or the cache (``config.LITERT_CACHE``) when the same model was
-    converted before; else converted now and written to the cache."""
+    converted before; else converted now and written to the cache. ``key``: the model's
+    :func:`model_key` when the caller has it (it hashes every weight)."""
     cache = config.LITERT_CACHE if cache is None else Path(cache)
-    found = cached_file(model, [f for f in (beside, cache) if f is not None])
+    key = key or model_key(model)
+    found = cached_file(key, [f for f in (beside, cache) if f is not None])
     if found is not None:
         return found.read_bytes(), found
     flat = convert(model)
     try:
-        atomic_write_bytes(cache / f"{model_key(model)}.tflite", flat)
+        atomic_write_bytes(cache / f"{key}.tflite", flat)
     except OSError as err:         # a read-only disk: convert again next start, serve now
         log.warning("LiteRT: could not cache %s: %s", model.name, err)
     return flat, None
@@ -167,9 +170,10 @@ def fast_inference(model, input_shape: tuple[int, ...], backend: str | None = No
     when = when or config.LITERT_CONVERT
     if backend == "keras":
         return Served(compiled_inference(model, input_shape), "keras", "CVDEMO_INFERENCE=keras")
+    key = model_key(model)
     folders = [f for f in (beside, config.LITERT_CACHE if cache is None else Path(cache)) if f is not None]
-    if when == "now" or cached_file(model, folders) is not None:
-        lite, reason = _checked(model, input_shape, cache, beside)
+    if when == "now" or cached_file(key, folders) is not None:
+        lite, reason = _checked(model, input_shape, cache, beside, key)
         return Served(lite, "litert") if lite else Served(compiled_inference(model, input_shape), "keras", reason)
     if when == "off":
         return Served(compiled_inference(model, input_shape), "keras", "no LiteRT conversion (CVDEMO_LITERT_CONVERT=off)")
@@ -177,7 +181,7 @@ def fast_inference(model, input_shape: tuple[int, ...], backend: str | None = No
 
     def upgrade():
         with _CONVERTING:
-            lite, reason = _checked(model, input_shape, cache, beside)
+            lite, reason = _checked(model, input_shape, cache, beside, key)
         if lite is not None:
             served.infer, served.backend = lite, "litert"
         served.reason = reason
@@ -187,17 +191,16 @@ def fast_inference(model, input_shape: tuple[int, ...], backend: str | None = No
     return served
 
 
-def _checked(model, input_shape, cache, beside) -> tuple[LiteRTModel | None, str]:
+def _checked(model, input_shape, cache, beside, key: str) -> tuple[LiteRTModel | None, str]:
     """(LiteRT for ``model``, "") if it converts and answers like it; else (None, the reason,
     logged). A cached conversion that fails is converted again, once."""
     # one eager call is the reference: tracing the Keras function is only worth it for a fallback
-    reference = lambda x: _arrays(model(x if isinstance(model.input, dict | tuple) or not isinstance(model.input, list)
-                                        else [x], training=False))
+    reference = lambda x: _arrays(model([x] if isinstance(model.input, list) else x, training=False))
     reason = ""
     for _ in range(2):
         source = None
         try:
-            flat, source = converted(model, cache, beside)
+            flat, source = converted(model, cache, beside, key)
             lite = LiteRTModel(flat, outputs=len(model.outputs))
             reason = mismatch(lite, reference, probe_batch(input_shape))
         except Exception as err:        # noqa: BLE001 - any refusal falls back, with its reason

@@ -173,9 +173,10 @@ def ship_conversions(model_set) -> list[dict]:
                                  beside=target)
         report = {"model": name, "runtime": checked.backend, "reason": checked.reason, "file": None}
         if checked.backend == "litert":
-            path = target / f"{model_key(served.graph)}.tflite"
+            key = model_key(served.graph)
+            path = target / f"{key}.tflite"
             if not path.exists():
-                atomic_write_bytes(path, converted(served.graph, beside=target)[0])
+                atomic_write_bytes(path, converted(served.graph, beside=target, key=key)[0])
             report["file"] = str(path)
         reports.append(report)
     for stale in set(target.glob("*.tflite")) - {Path(r["file"]) for r in reports if r["file"]}:
