@@ -25,6 +25,12 @@ def user_error(err: Exception) -> gr.Error:
     return gr.Error(html.escape(str(message)))
 
 
+def said(err: gr.Error) -> str:
+    """The plain text of a gr.Error raised with :func:`user_error` (unescaped again), for an
+    answer that shows it in the page instead of raising it."""
+    return html.unescape(str(err.message))
+
+
 def owner_of(request) -> str | None:
     """The visitor's session, which owns what they train and add (None outside a request)."""
     return getattr(request, "session_hash", None) or None

@@ -10,7 +10,7 @@ from cvdemo import config
 from cvdemo.service import SHIPPED, CheckpointError, ImageError, Service, canvas_array, to_display
 
 from ..canvas import drawing_canvas
-from ..common import GONE_SET, caption, empty_verdict, error_verdict, file_path, image_file, inline_image, user_error
+from ..common import GONE_SET, caption, empty_verdict, error_verdict, file_path, image_file, inline_image, said, user_error
 from ..context import Shared
 
 ORDER = config.MODEL_ORDER
@@ -166,7 +166,7 @@ class Handlers:
         try:
             return self.drawing(value, set_id)
         except gr.Error as err:
-            return self.nothing(html.unescape(str(err.message)), error=True)
+            return self.nothing(said(err), error=True)
 
     def drawing_live(self, value, set_id):
         try:

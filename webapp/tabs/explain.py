@@ -13,7 +13,7 @@ from cvdemo.explain import pictures
 from cvdemo.explain.probe import NEUTRAL, TRANSFORMS
 from cvdemo.service import SHIPPED, CheckpointError, ImageError, Service, to_display
 
-from ..common import GONE_SET, MODEL_TITLES, empty_verdict, error_verdict, file_path, image_file, user_error
+from ..common import GONE_SET, MODEL_TITLES, empty_verdict, error_verdict, file_path, image_file, said, user_error
 from ..context import Shared
 
 ORDER = config.MODEL_ORDER
@@ -63,7 +63,7 @@ class Handlers:
         try:
             return [*self.show(self._explained(path, true_class, set_id, name)), gr.skip()]
         except gr.Error as err:
-            return [*self.nothing(html.unescape(str(err.message)), error=True), None]
+            return [*self.nothing(said(err), error=True), None]
 
     def received(self, source, true_class, set_id):
         """Classify's input (a drawing array or an uploaded file's path), shown and explained in

@@ -12,7 +12,7 @@ from cvdemo import config
 from cvdemo.config import class_display_name
 from cvdemo.service import CheckpointError, ImageError, MilvusError, Service, to_display
 
-from ..common import GONE_SET, empty_verdict, error_verdict, file_path, image_file, owner_of, user_error
+from ..common import GONE_SET, empty_verdict, error_verdict, file_path, image_file, owner_of, said, user_error
 from ..context import Shared
 
 RESULT_HEADERS = ["rank", "path", "label", "distance"]
@@ -81,7 +81,7 @@ class Handlers:
         try:
             return [*self.search(path, k, set_id, name=name, owner=owner_of(request)), gr.skip()]
         except gr.Error as err:
-            return [[], None, error_verdict(html.unescape(str(err.message))), None, None]
+            return [[], None, error_verdict(said(err)), None, None]
         except (KeyError, CheckpointError):
             return [[], None, error_verdict(GONE_SET), None, gr.skip()]
 

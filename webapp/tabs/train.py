@@ -10,7 +10,7 @@ import pandas as pd
 
 from cvdemo.service import BACKBONES, SHIPPED, USER_ERRORS, BusyError, RunProgress, Service
 
-from ..common import file_path, owner_of, set_notice, user_error
+from ..common import file_path, owner_of, said, set_notice, user_error
 from ..context import Shared
 
 SAMPLE_SOURCE = "Sample dataset (digits 0, 1, 2)"
@@ -94,7 +94,7 @@ class Handlers:
         try:
             return (*self.counts(choice, zip_path), status_html(""))
         except gr.Error as err:
-            return gr.skip(), None, status_html(html.unescape(str(err.message)), "error")
+            return gr.skip(), None, status_html(said(err), "error")
 
     def train_here(self, choice, zip_path, chosen, backbone, weights, epochs, set_id, request: gr.Request):
         """The Start button: :meth:`train`, with a refusal or a failure said once, under the
@@ -108,7 +108,7 @@ class Handlers:
             for update in self.train(choice, zip_path, chosen, backbone, weights, epochs, set_id, request):
                 yield (*update, gr.skip())
         except gr.Error as err:
-            yield (*[gr.skip()] * 10, status_html(html.unescape(str(err.message)), "error"))
+            yield (*[gr.skip()] * 10, status_html(said(err), "error"))
 
     def train(self, choice, zip_path, chosen, backbone, weights, epochs, set_id, request: gr.Request):
         try:
@@ -147,7 +147,7 @@ class Handlers:
         try:
             return status_html(self.stop(request))
         except gr.Error as err:
-            return status_html(html.unescape(str(err.message)), "error")
+            return status_html(said(err), "error")
 
 
 def layout(service: Service) -> SimpleNamespace:
