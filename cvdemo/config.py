@@ -46,6 +46,12 @@ LITERT_THREADS = int(os.environ.get("CVDEMO_LITERT_THREADS", "1"))
 LITERT_CONVERT = os.environ.get("CVDEMO_LITERT_CONVERT", "background")
 LITERT_CACHE = Path(os.environ.get("CVDEMO_LITERT_CACHE", CACHE_DIR / "litert"))   # converted models
 
+# Micro-batching (cvdemo.service.batching): classifications in flight together run as one forward
+# pass per model, of at most BATCH_MAX inputs; the worker waits at most BATCH_WAIT_MS for callers
+# still preparing their input (a lone caller waits for nobody).
+BATCH_MAX = int(os.environ.get("CVDEMO_BATCH_MAX", "32"))
+BATCH_WAIT_MS = float(os.environ.get("CVDEMO_BATCH_WAIT_MS", "4"))
+
 SEED = 1337
 PREPROCESSING_VERSION = 4
 

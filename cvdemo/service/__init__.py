@@ -142,25 +142,24 @@ class Service(Retrieval, Explaining):
         retrieval database what it resembles instead.
         """
         model_set = self.model_set(set_id)
-        decoded = decode(source, name=name, max_side=DECODE_SIDE)
-        inputs: dict[tuple, np.ndarray] = {}
-        steps = None
+        # said before decoding: the batcher waits for this input while it is being prepared
+        with model_set.batcher.expecting() as submit:
+            decoded = decode(source, name=name, max_side=DECODE_SIDE)
+            inputs: dict[tuple, np.ndarray] = {}
+            steps = None
+            for served in model_set.models.values():
+                key = model_set.input_key(served)
+                if key not in inputs:
+                    prepared = prepare(decoded.image, served.checkpoint.profile, size=key[1][0])
+                    inputs[key], steps = prepared.array, steps or prepared.steps
+            outputs = submit(inputs)
         answers = {}
         for model_name, served in model_set.models.items():
-            shape = tuple(served.checkpoint.input_shape)
-            key = (served.checkpoint.profile, shape)
-            started = time.perf_counter()
-            if key not in inputs:
-                prepared = prepare(decoded.image, served.checkpoint.profile, size=shape[0])
-                inputs[key], steps = prepared.array, steps or prepared.steps
-            probabilities, novelty = served.answer(inputs[key][None])
-            proba = probabilities[0]
-            ms = (time.perf_counter() - started) * 1000
+            proba, novelty, ms = outputs[model_name]
             classes = served.checkpoint.class_names
             answers[model_name] = ModelAnswer(
-                model_name, classes[int(proba.argmax())],
-                {c: float(p) for c, p in zip(classes, proba)}, ms, served.weights_label, inputs[key],
-                None if novelty is None else float(novelty[0]), served.backend)
+                model_name, classes[int(proba.argmax())], {c: float(p) for c, p in zip(classes, proba)}, ms,
+                served.weights_label, inputs[model_set.input_key(served)], novelty, served.backend)
         result = Classification(answers, set_id, steps, set_threshold=model_set.novelty_threshold)
         digits = inputs.get(("digits", (config.DIGIT_SIZE, config.DIGIT_SIZE, 1)))
         # the database holds digits: it can say what a rejected digit looks like, not a photo

@@ -2,6 +2,7 @@
 or compiled Keras, ``cvdemo.litert``), and the answers a classification gives. Immutable once built; safe to share between threads."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -186,10 +187,35 @@ def ship_conversions(model_set) -> list[dict]:
 
 @dataclass
 class ModelSet:
+    """The models of one set, and the batcher that runs concurrent classifications together."""
+
     id: str
     label: str
     folder: Path
     models: dict[str, ServedModel]
+
+    def __post_init__(self):
+        from .batching import MicroBatcher
+
+        self.batcher = MicroBatcher(self.forward, name=f"classify-{self.id}")
+
+    @staticmethod
+    def input_key(served: ServedModel) -> tuple:
+        """What a model's input depends on: its preprocessing profile and input shape."""
+        return served.checkpoint.profile, tuple(served.checkpoint.input_shape)
+
+    def forward(self, items: list[dict]) -> list[dict]:
+        """Each model once over a batch of prepared inputs (``{input_key: (S, S, C) array}`` each):
+        per input, ``{model: (probabilities, novelty or None, ms of the batch's pass)}``."""
+        answers: list[dict] = [{} for _ in items]
+        for name, served in self.models.items():
+            key = self.input_key(served)
+            started = time.perf_counter()
+            probabilities, novelty = served.answer(np.stack([item[key] for item in items]))
+            ms = (time.perf_counter() - started) * 1000
+            for i, answer in enumerate(answers):
+                answer[name] = (probabilities[i], None if novelty is None else float(novelty[i]), ms)
+        return answers
 
     @property
     def class_names(self) -> list[str]:
