@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from .. import config
-from .decode import BLANK, Decoded, ImageError, NoInkError, decode, decode_data_url, flatten, reduce
+from .decode import BLANK, Decoded, ImageError, NoInkError, TooLargeError, decode, decode_data_url, flatten, reduce, too_large
 from .digits import STROKE_TARGET, WORK_SIDE, digit_array, ink_map, read_digit, stroke_width
 from .display import steps_picture, to_display
 from .paper import PaperSteps
@@ -26,9 +26,10 @@ from .paper import PaperSteps
 PROFILES = ("digits", "photo")
 DECODE_SIDE = 480    # a 12 MP phone JPEG decodes at 1/8 scale (500 x 375): more than a photo of paper needs
 
-__all__ = ["BLANK", "DECODE_SIDE", "PROFILES", "STROKE_TARGET", "WORK_SIDE", "Decoded", "ImageError", "NoInkError", "PaperSteps",
+__all__ = ["BLANK", "DECODE_SIDE", "PROFILES", "STROKE_TARGET", "WORK_SIDE", "Decoded", "ImageError", "NoInkError",
+           "TooLargeError", "PaperSteps",
            "Prepared", "canvas_array", "decode", "digit_array", "flatten", "ink_map", "looks_like_digits", "photo_array",
-           "prepare", "preprocess", "read_digit", "steps_picture", "stroke_width", "to_display"]
+           "prepare", "preprocess", "read_digit", "steps_picture", "stroke_width", "to_display", "too_large"]
 
 
 @dataclass(frozen=True)

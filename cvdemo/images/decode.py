@@ -23,6 +23,15 @@ class ImageError(ValueError):
     """An input that cannot become model input. ``str(err)`` is a message for the user."""
 
 
+class TooLargeError(ImageError):
+    """An image over the byte or pixel limit (an HTTP caller gets 413 for it)."""
+
+
+def too_large(name: str) -> TooLargeError:
+    """The error for an input of more than ``config.MAX_IMAGE_BYTES`` (one message everywhere)."""
+    return TooLargeError(f"{name} is larger than the {config.MAX_IMAGE_BYTES // (1024 * 1024)} MB limit for one image.")
+
+
 class NoInkError(ImageError):
     """The image decoded fine but holds no digit (blank canvas, flat colour, a blank sheet)."""
 
@@ -59,8 +68,7 @@ def _open_bytes(data: bytes, name: str, max_side: int | None = None) -> Decoded:
     if len(data) == 0:
         raise ImageError(f"{name} is empty (0 bytes).")
     if len(data) > config.MAX_IMAGE_BYTES:
-        mb = config.MAX_IMAGE_BYTES // (1024 * 1024)
-        raise ImageError(f"{name} is larger than the {mb} MB limit for one image.")
+        raise too_large(name)
     formats = "/".join(config.IMAGE_FORMATS)
     try:
         with warnings.catch_warnings():
@@ -70,7 +78,7 @@ def _open_bytes(data: bytes, name: str, max_side: int | None = None) -> Decoded:
             if width < 1 or height < 1:
                 raise ImageError(f"{name} has no pixels ({width}x{height}).")
             if width * height > config.MAX_IMAGE_PIXELS:
-                raise ImageError(
+                raise TooLargeError(
                     f"{name} is {width}x{height} pixels; the limit is "
                     f"{config.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels. Please use a smaller image.")
             if getattr(im, "is_animated", False):
@@ -86,7 +94,7 @@ def _open_bytes(data: bytes, name: str, max_side: int | None = None) -> Decoded:
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{name} declares too many pixels (a decompression bomb?); "
+        raise TooLargeError(f"{name} declares too many pixels (a decompression bomb?); "
                          f"the limit is {config.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels.") from None
     except UnidentifiedImageError:
         kind = _sniff_kind(data[:512])
@@ -196,8 +204,7 @@ def decode_data_url(text: str, name: str = "The drawing") -> Decoded:
     if not head.endswith(";base64") or not body:
         raise ImageError(f"{name} is not a base64 image URL.")
     if len(body) > config.MAX_IMAGE_BYTES * 4 // 3 + 4:
-        mb = config.MAX_IMAGE_BYTES // (1024 * 1024)
-        raise ImageError(f"{name} is larger than the {mb} MB limit for one image.")
+        raise too_large(name)
     try:
         data = base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError):
