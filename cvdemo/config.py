@@ -6,6 +6,7 @@ into these dataclasses (with ``dataclasses.replace``).
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,19 @@ LITERT_CACHE = Path(os.environ.get("CVDEMO_LITERT_CACHE", CACHE_DIR / "litert"))
 # still preparing their input (a lone caller waits for nobody).
 BATCH_MAX = int(os.environ.get("CVDEMO_BATCH_MAX", "32"))
 BATCH_WAIT_MS = float(os.environ.get("CVDEMO_BATCH_WAIT_MS", "4"))
+
+# Everything the app writes outside checkpoints/ and images_database/ stays under CACHE_MB in all
+# (cvdemo.housekeeping): least recently used first, never what a live session holds or used in
+# the last HOLD_S seconds; at most MAX_RUNS training runs in runs/, oldest removed first. The
+# app's scratch files live in TEMP_DIR, each in one of TEMP_AREAS ("files" or "folders" units).
+CACHE_MB = int(os.environ.get("CVDEMO_CACHE_MB", "1024"))
+MAX_RUNS = int(os.environ.get("CVDEMO_MAX_RUNS", "20"))
+HOLD_S = float(os.environ.get("CVDEMO_HOLD_S", "900"))
+TEMP_DIR = Path(tempfile.gettempdir())
+TEMP_AREAS = {"cvdemo-images": "files", "cvdemo-bundles": "files", "cvdemo-datasets": "folders"}
+
+# The REST API (webapp.rest) answers 429 beyond this many requests at once.
+REST_MAX_INFLIGHT = int(os.environ.get("CVDEMO_REST_MAX_INFLIGHT", "64"))
 
 SEED = 1337
 PREPROCESSING_VERSION = 4

@@ -6,6 +6,7 @@ nothing about models or training loops.
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -287,12 +288,12 @@ def example_images(folder: Path, per_class: int = 2, limit: int = 24) -> list[Pa
 
 def extract_zip_cached(zip_path: Path) -> Path:
     """``extract_zip`` once per zip content (keyed by its hash) under the system temp dir; the root."""
-    import tempfile
-
     digest = hashlib.sha256(Path(zip_path).read_bytes()).hexdigest()[:16]
-    final = Path(tempfile.gettempdir()) / "cvdemo-datasets" / digest
+    final = config.TEMP_DIR / "cvdemo-datasets" / digest
     marker = final / ".root"
-    if not marker.exists():
+    try:
+        os.utime(marker)             # reused: recently used again, for the cache's LRU bound
+    except FileNotFoundError:
         # another request unpacking the same zip at once may win: its copy is the same
         with staged_folder(final, replace=False) as staging:
             root = extract_zip(Path(zip_path), staging / "data")

@@ -76,7 +76,9 @@ def content_file(data: bytes, folder: Path, suffix: str) -> Path:
     """``data`` as ``folder/<its SHA-256>.<suffix>``, written once and atomically: a reader never sees
     a file change under it, and the same bytes asked for twice are one file."""
     path = Path(folder) / f"{hashlib.sha256(data).hexdigest()[:32]}{suffix}"
-    if not path.exists():
+    try:
+        os.utime(path)               # reused: recently used again, for the cache's LRU bound
+    except FileNotFoundError:
         atomic_write_bytes(path, data)
     return path
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cvdemo.service.batching import MicroBatcher
+
 from conftest import digit_image
 
 

@@ -1,5 +1,6 @@
 """The Gradio app: everything Gradio, nothing else. ``build_app`` lays out the header and one tab
-per module of ``webapp.tabs``; ``launch`` serves it with the project's limits; ``main`` is ``app.py``.
+per module of ``webapp.tabs``; ``launch`` serves it with the project's limits and the REST API
+(``webapp.rest``) beside it; ``main`` is ``app.py``.
 
 Model sets: every session starts on the shipped models; a training run creates a *new* model set
 that only the session which trained it switches to (with a notice). Anyone can pick any available
@@ -21,6 +22,7 @@ from cvdemo.service import SHIPPED, CheckpointError, Service
 
 from .common import owner_of, set_notice
 from .context import Shared
+from .rest import Rest
 from .tabs import analyze, classify, explain, retrieve, train
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -93,6 +95,8 @@ def launch(demo: gr.Blocks, service: Service | None = None, **kwargs):
         js="() => {" + "".join(f"({(STATIC / name).read_text().strip()})();" for name in PAGE_SCRIPTS) + "}",
         footer_links=["api", "gradio"],
     )
+    if service is not None:     # the REST API's routes, matched before Gradio's own
+        options["app_kwargs"] = {"routes": Rest(service).routes}
     options.update(kwargs)
     return demo.queue(max_size=64, default_concurrency_limit=2).launch(**options)
 
@@ -109,7 +113,19 @@ def main() -> None:
     warm = threading.Timer(5.0, _warm_up, args=(service,))
     warm.daemon = True
     warm.start()
+    keep_bounded(demo, service).start()
     launch(demo, service)
+
+
+def keep_bounded(demo: gr.Blocks, service: Service):
+    """The service's housekeeper, over Gradio's upload and output cache too, holding the files
+    the built UI itself shows (its examples) for good."""
+    from gradio.utils import get_upload_folder
+
+    from cvdemo.housekeeping import Area
+
+    own = {Path(f) for block in demo.blocks.values() for f in (getattr(block, "temp_files", None) or ())}
+    return service.housekeeper(extra=(Area(Path(get_upload_folder()), "folders"),), held=tuple(own))
 
 
 def _warm_up(service: Service) -> None:

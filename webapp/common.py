@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import html
 import io
-import tempfile
 from pathlib import Path
 
 import gradio as gr
 
+from cvdemo import config
 from cvdemo.config import class_display_name
 from cvdemo.fsutil import atomic_write_bytes, content_file
 from cvdemo.service import SHIPPED
@@ -77,7 +77,7 @@ def image_file(image) -> str:
     (``save_pil_to_cache``), so two visitors getting the same picture at once can truncate each
     other's download; a file path is copied into its cache atomically instead.
     """
-    return str(content_file(png_bytes(image), Path(tempfile.gettempdir()) / "cvdemo-images", ".png"))
+    return str(content_file(png_bytes(image), config.TEMP_DIR / "cvdemo-images", ".png"))
 
 
 def inline_image(image, alt: str, css_class: str = "") -> str:
@@ -89,7 +89,7 @@ def inline_image(image, alt: str, css_class: str = "") -> str:
 
 def served_copy(path: Path, folder: str) -> str:
     """A copy of a file under the temp dir (Gradio serves files from there, cwd or allowed_paths)."""
-    target = Path(tempfile.gettempdir()) / folder / Path(path).name
+    target = config.TEMP_DIR / folder / Path(path).name
     if not target.exists():
         atomic_write_bytes(target, Path(path).read_bytes())
     return str(target)

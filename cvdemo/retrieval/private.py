@@ -87,6 +87,11 @@ class PrivateAdditions:
             owned.used = time.monotonic()
         return report
 
+    def held(self) -> list[Path]:
+        """The folders of the owners whose additions are live (the housekeeping never removes them)."""
+        with self._lock:
+            return [self._folder(owner) for owner in self._owners]
+
     def list(self, owner: str | None) -> list[Addition]:
         with self._lock:
             owned = self._owners.get(owner) if owner else None

@@ -24,7 +24,7 @@ from ..checkpoints import CheckpointError
 from ..config import FinetuneConfig, TrainConfig
 from ..data import DatasetError
 from ..fsutil import atomic_write_bytes, staged_folder
-from ..images import DECODE_SIDE, ImageError, canvas_array, decode, prepare, to_display
+from ..images import DECODE_SIDE, ImageError, TooLargeError, canvas_array, decode, prepare, to_display, too_large
 from ..progress import RunProgress
 from ..retrieval import PrivateAdditions
 from ..retrieval.milvus import MilvusError
@@ -33,6 +33,7 @@ from .explaining import Explaining
 from .jobs import BusyError, NothingFinished, TrainingJob
 from .retrieving import Retrieval
 from .sets import SHIPPED, Classification, ModelAnswer, ModelSet, ServedModel
+from .upkeep import Upkeep
 
 TRAINABLE = ("scratch", "finetuned")          # what the app's Train tab may train
 WEIGHT_SOURCES = ("digits", "imagenet", "none")
@@ -40,11 +41,12 @@ WEIGHT_SOURCES = ("digits", "imagenet", "none")
 USER_ERRORS = (DatasetError, ImageError, CheckpointError, WeightsUnavailable, KeyError)
 
 __all__ = ["BACKBONES", "RunProgress", "SHIPPED", "TRAINABLE", "USER_ERRORS", "BusyError", "CheckpointError",
-           "Classification", "DatasetError", "ImageError", "MilvusError", "ModelAnswer", "ModelSet", "Service", "ServedModel",
-           "TrainingJob", "canvas_array", "to_display"]
+           "Classification", "DatasetError", "ImageError", "MilvusError", "TooLargeError",
+           "ModelAnswer", "ModelSet", "Service", "ServedModel",
+           "TrainingJob", "canvas_array", "to_display", "too_large"]
 
 
-class Service(Retrieval, Explaining):
+class Service(Retrieval, Explaining, Upkeep):
     """Loaded models and jobs for one process. Thread-safe."""
 
     def __init__(self, checkpoints: Path = config.CHECKPOINT_DIR, runs: Path = config.RUNS_DIR,
@@ -78,6 +80,7 @@ class Service(Retrieval, Explaining):
         self._train_lock = threading.Lock()
         self._analyses = Analyses(analysis_cache)
         self.job: TrainingJob | None = None
+        self._housekeeper = None           # Upkeep.housekeeper, when the app keeps its disk bounded
         # who trained each run of this process; in memory only (runs/ is served to anyone)
         self._run_owners: dict[str, str | None] = {}
         if warm:
@@ -180,7 +183,8 @@ class Service(Retrieval, Explaining):
         if not self._train_lock.acquire(blocking=False):
             raise BusyError("A training run is already in progress. Please wait for it to finish "
                             "(classification and retrieval keep working meanwhile).")
-        job = TrainingJob(id=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}", owner=owner)
+        job = TrainingJob(id=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}", owner=owner,
+                          data=Path(data_dir))
         self.job = job
         thread = threading.Thread(target=self._run_training, name=f"train-{job.id}", daemon=True,
                                   args=(job, Path(data_dir), model_names, cfg, ft, base_set, data_name))
@@ -217,6 +221,8 @@ class Service(Retrieval, Explaining):
         finally:
             job.done.set()
             self._train_lock.release()
+            if self._housekeeper is not None:
+                self._housekeeper.poke()     # one more run: prune beyond MAX_RUNS now
 
     def _complete_run(self, staging: Path, results: dict, finished: list[str], data_dir: Path,
                       base_set: str, data_name: str | None = None) -> str:
@@ -278,6 +284,9 @@ class Service(Retrieval, Explaining):
     def end_session(self, owner: str | None) -> None:
         """A visitor left: forget the images they added and stop their training at the next batch."""
         self.private.forget(owner)
+        for run, trained_by in list(self._run_owners.items()):
+            if owner is not None and trained_by == owner:
+                del self._run_owners[run]     # no longer held: the housekeeping may remove it in time
         job = self.job
         if owner is not None and job is not None and job.owner == owner and not job.done.is_set():
             job.stop.set()

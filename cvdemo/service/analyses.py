@@ -39,6 +39,10 @@ class Analyses:
                                              cache_dir=self.cache_dir)
             return self._memo[key]
 
+    def held(self) -> list[Path]:
+        """The folders of the analyses in memory (the Analyze tab shows their figures)."""
+        return [analysis.folder for analysis in list(self._memo.values())]
+
     def ready(self, set_id: str):
         """The analysis of a set on its validation split if already computed, else None (never waits)."""
         found = self._memo.get((set_id, None))

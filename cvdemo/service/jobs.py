@@ -4,6 +4,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 from ..progress import RunProgress
@@ -22,6 +23,7 @@ class TrainingJob:
     done: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
     set_id: str | None = None           # the new model set, once saved
+    data: Path | None = None            # the folder it trains on (held while it runs)
     started: float = field(default_factory=time.time)
 
     def snapshot(self, since: int = 0) -> list[dict]:
