@@ -98,6 +98,7 @@ def test_the_service_holds_its_loaded_sets_live_additions_and_running_training(t
 
 def test_the_app_holds_the_files_its_ui_shows(tiny_checkpoints, tmp_path):
     import webapp
+
     from app_server import tiny_service
 
     service = tiny_service(tiny_checkpoints, tmp_path)

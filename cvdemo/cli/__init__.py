@@ -9,10 +9,11 @@ import argparse
 import os
 import sys
 
-from . import bench, convert, data, database, evaluate, explain, index, novelty, predict, pretrain, report, retrieve, train
+from . import bench, convert, data, database, doctor, evaluate, explain, index, novelty, predict, pretrain, report, retrieve, train
 from .console import CliError
 
-COMMANDS = (data, pretrain, train, evaluate, predict, explain, novelty, convert, index, retrieve, database, report, bench)
+COMMANDS = (data, pretrain, train, evaluate, predict, explain, novelty, convert, index, retrieve, database, report, bench,
+            doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:
