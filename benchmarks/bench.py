@@ -23,6 +23,7 @@ from cvdemo.cli.console import CliError, bar, info, print_json
 from cvdemo.fsutil import atomic_write_bytes
 
 from .browser import bench_browser
+from .classroom import bench_classroom
 from .markdown import markdown
 from .models import bench_classify, bench_preprocess, bench_robustness, bench_train, write_sketch
 from .novelty import bench_novelty
@@ -112,7 +113,7 @@ def _step_counts(opts: BenchOptions) -> dict[str, int]:
     """How many progress ticks each section makes."""
     sizes = set(opts.numpy_sizes) | set(opts.hnsw_sizes) | set(opts.flat_sizes)
     return {"train": len(MODELS) * opts.train_repeats, "robustness": 1, "novelty": 1, "preprocess": 1, "classify": 1,
-            "app": opts.cold_starts + 2, "browser": 2,
+            "app": opts.cold_starts + 2, "browser": 2, "classroom": 4,
             "retrieval": (opts.index_repeats + 2 + len(sizes) + len(opts.hnsw_sizes) + len(opts.flat_sizes)
                           + len(opts.milvus_sizes) + 1)}
 
@@ -138,6 +139,8 @@ def _measure(section: str, opts: BenchOptions, document: dict, workdir: Path, sk
         document["rss_mb"] = app["rss_mb"]
     elif section == "browser":
         document["browser"] = bench_browser(opts, workdir, tick)
+    elif section == "classroom":
+        document["classroom"] = bench_classroom(opts, workdir, tick)
     elif section == "retrieval":
         document["retrieval"] = bench_retrieval(opts, workdir, tick)
 

@@ -175,6 +175,7 @@ def _classify_rows(document: dict) -> list[str]:
         lines.append(f"| Phone 390×844: the verdict and each model's answer in view after a stroke | "
                      f"{b['phone_verdict_in_view']:.0%} | | "
                      f"{_status(document, 'phone: verdict in view after a stroke')} |")
+    lines += _classroom_rows(document)
     if document.get("cold_start"):
         e = document["cold_start"]
         lines.append(f"| Cold start `python app.py` → first /classify answer, s | {_fmt(e['p50'])} | "
@@ -182,6 +183,36 @@ def _classify_rows(document: dict) -> list[str]:
     if document.get("rss_mb") is not None:
         lines.append(f"| App peak memory (VmHWM), MB | {_fmt(document['rss_mb'], 0)} | | "
                      f"{_status(document, 'app peak memory')} |")
+    return lines
+
+
+def _classroom_rows(document: dict) -> list[str]:
+    """The REST API, gradio_client and the classroom scenario, each Gradio figure beside the no-op's."""
+    k = document.get("classroom")
+    if not k:
+        return []
+    rest = k["rest"]
+    lines = [_latency_row(document, "REST `/api/v1/classify`, one client", rest["one_client"],
+                          "REST /api/v1/classify, one client p50"),
+             f"| REST, {rest['clients']} clients for {rest['wall_s']:.0f} s: req/s, p50 / p95 ms, errors, mixed-up | "
+             f"{_fmt(rest['throughput_rps'])}, {_fmt(rest['p50'])} / {_fmt(rest['p95'])}, {rest['errors']}, "
+             f"{rest['mixed_up']} | | {_status(document, 'REST, 30 clients: throughput')} "
+             f"{_status(document, 'REST, 30 clients: p95')} {_status(document, 'REST under load: mixed-up answers')} |"]
+    for key, what, names in (("gradio", "gradio_client `/classify`", ("gradio_client /classify, 30 clients: "
+                                                                      "throughput vs no-op", "gradio_client /classify,"
+                                                                      " 30 clients: p95 vs no-op")),
+                             ("classroom", "Classroom scenario (`/classify_drawing_live`)",
+                              ("classroom scenario, 30 students: p95", "classroom scenario: errors"))):
+        pair = k[key]
+        app, noop = pair["app"], pair["noop"]
+        lines.append(f"| {what}, {app['clients']} clients: req/s, p50 / p95 ms, errors — app vs no-op Gradio app | "
+                     f"{_fmt(app['throughput_rps'])}, {_fmt(app['p50'], 0)} / {_fmt(app['p95'], 0)}, {app['errors']}"
+                     f" vs {_fmt(noop['throughput_rps'])}, {_fmt(noop['p50'], 0)} / {_fmt(noop['p95'], 0)}, "
+                     f"{noop['errors']} | {_fmt(pair['throughput_ratio'])}× | "
+                     f"{' '.join(_status(document, n) for n in names)} |")
+    if k.get("rss_growth_mb") is not None:
+        lines.append(f"| App memory (VmRSS) after the REST load → after everything, MB | {_fmt(k['rss_mb_warm'], 0)} → "
+                     f"{_fmt(k['rss_mb_end'], 0)} ({k['rss_growth_mb']:+.0f}) | | |")
     return lines
 
 

@@ -63,6 +63,15 @@ HOLD_S = float(os.environ.get("CVDEMO_HOLD_S", "900"))
 TEMP_DIR = Path(tempfile.gettempdir())
 TEMP_AREAS = {"cvdemo-images": "files", "cvdemo-bundles": "files", "cvdemo-datasets": "folders"}
 
+# Gradio's queue (webapp.launch), chosen by measurement (BENCHMARKS.md, "Serving a classroom"):
+# at most QUEUE_SIZE waiting events; CLASSIFY_CONCURRENCY classifications at once (the batcher
+# merges them); queue positions sent after every answer ("auto", Gradio's default) or every
+# QUEUE_STATUS_S seconds (1.0 measured no faster for 30 gradio_client sessions: the client's own
+# CPU is the limit on a shared machine).
+QUEUE_SIZE = int(os.environ.get("CVDEMO_QUEUE_SIZE", "64"))
+CLASSIFY_CONCURRENCY = int(os.environ.get("CVDEMO_CLASSIFY_CONCURRENCY", "4"))
+QUEUE_STATUS_S = os.environ.get("CVDEMO_QUEUE_STATUS_S", "auto")
+
 # The REST API (webapp.rest) answers 429 beyond this many requests at once.
 REST_MAX_INFLIGHT = int(os.environ.get("CVDEMO_REST_MAX_INFLIGHT", "64"))
 

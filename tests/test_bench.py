@@ -236,4 +236,7 @@ def test_bench_quick_json(tiny_checkpoints, tmp_path):
     assert set(document["robustness"]) == {"writers", "fonts", "canvas"}
     assert document["browser"]["stroke_ms"]["n"] == 6 and document["browser"]["upload_ms"]["p50"] > 0
     assert document["browser"]["phone_verdict_in_view"] == 1.0
+    classroom = document["classroom"]
+    assert classroom["rest"]["errors"] == 0 and classroom["rest"]["mixed_up"] == 0 and classroom["rest"]["n"] > 0
+    assert classroom["gradio"]["noop"]["n"] > 0 and classroom["classroom"]["app"]["errors"] == 0
     assert "| Figure |" in (tmp_path / "BENCH.md").read_text()

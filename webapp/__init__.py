@@ -98,7 +98,9 @@ def launch(demo: gr.Blocks, service: Service | None = None, **kwargs):
     if service is not None:     # the REST API's routes, matched before Gradio's own
         options["app_kwargs"] = {"routes": Rest(service).routes}
     options.update(kwargs)
-    return demo.queue(max_size=64, default_concurrency_limit=2).launch(**options)
+    rate = config.QUEUE_STATUS_S if config.QUEUE_STATUS_S == "auto" else float(config.QUEUE_STATUS_S)
+    return demo.queue(max_size=config.QUEUE_SIZE, default_concurrency_limit=2,
+                      status_update_rate=rate).launch(**options)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 
 from cvdemo import config
 from cvdemo.config import class_display_name
@@ -80,10 +81,29 @@ def image_file(image) -> str:
     return str(content_file(png_bytes(image), config.TEMP_DIR / "cvdemo-images", ".png"))
 
 
+def figure(label: str, image=None, alt: str = "", css_class: str = "") -> str:
+    """A labelled picture carried inside the answer (``inline_image``), or its empty frame.
+
+    Used for what changes with every stroke: a data URL travels in the answer itself, where an
+    image output would cost a file written, moved into Gradio's cache and fetched back, per
+    picture and per stroke (BENCHMARKS.md, "Serving a classroom")."""
+    body = inline_image(image, alt or label, css_class) if image is not None else "<div class='figure-empty'></div>"
+    return f"<figure class='seen-figure'><figcaption>{html.escape(label)}</figcaption>{body}</figure>"
+
+
 def inline_image(image, alt: str, css_class: str = "") -> str:
-    """An <img> carrying its PNG in a data URL: for small pictures inside an HTML output, which
-    travel with the answer instead of as one more file for Gradio to cache and the page to fetch."""
-    source = "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
+    """An <img> carrying its picture in a data URL: for small pictures inside an HTML output, which
+    travel with the answer instead of as one more file for Gradio to cache and the page to fetch.
+    A colour photo goes as JPEG (a tenth of its PNG), anything else as PNG."""
+    from PIL import Image
+
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+    if picture.mode == "RGB" and max(picture.size) > 128:
+        buffer = io.BytesIO()
+        picture.save(buffer, format="JPEG", quality=85)
+        source = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    else:
+        source = "data:image/png;base64," + base64.b64encode(png_bytes(picture)).decode("ascii")
     return f"<img src='{source}' alt='{html.escape(alt, quote=True)}' class='{css_class}'>"
 
 

@@ -10,10 +10,16 @@ from cvdemo import config
 from cvdemo.service import SHIPPED, CheckpointError, ImageError, Service, canvas_array, to_display
 
 from ..canvas import drawing_canvas
-from ..common import GONE_SET, caption, empty_verdict, error_verdict, file_path, image_file, inline_image, said, user_error
+from ..common import GONE_SET, caption, empty_verdict, error_verdict, figure, file_path, inline_image, said, user_error
 from ..context import Shared
 
 ORDER = config.MODEL_ORDER
+RAW_LABEL = "Your input"
+RAW_SIDE = 320            # an uploaded photo is shown reduced to this side
+
+
+def seen_label(name: str) -> str:
+    return f"{name} sees"
 
 
 def name_of(label) -> str:
@@ -108,13 +114,23 @@ class Handlers:
         # update (a third of an answer's server time). The columns follow the model set instead.
         slots = [result.models.get(name) for name in ORDER]
         return [
-            verdict(result, self.neighbours(result), notice), raw_value,
+            verdict(result, self.neighbours(result), notice), figure(RAW_LABEL, self.picture(raw_value)),
             # names for people ("2", not the folder's "2_digits"); the API keeps the real names
             *[{config.class_display_name(c): p for c, p in a.probabilities.items()} if a else None for a in slots],
             *[caption(n, a) for n, a in zip(ORDER, slots)],
-            *[image_file(to_display(a.model_input)) if a else None for a in slots],
+            *[figure(seen_label(n), to_display(a.model_input), f"what {n} received", "model-input") if a else figure(seen_label(n))
+              for n, a in zip(ORDER, slots)],
             photo_steps(result), result.as_dict(), source,
         ]
+
+    def picture(self, raw):
+        """The input as shown beside what the models see: a drawing as it is, a file reduced."""
+        if raw is None or not isinstance(raw, (str, bytes)) and not hasattr(raw, "__fspath__"):
+            return raw
+        try:
+            return self.service.thumbnail(raw, RAW_SIDE)
+        except ImageError:
+            return None
 
     def neighbours(self, result) -> str:
         """The database images a rejected input resembles, as thumbnails inside its banner."""
@@ -136,7 +152,7 @@ class Handlers:
             model_set = self.service.model_set(set_id or SHIPPED)
         except (KeyError, CheckpointError):
             return [gr.skip()] * (3 * len(ORDER) + 2)
-        return [*[component(visible=name in model_set.models) for component in (gr.Label, gr.Markdown, gr.Image)
+        return [*[component(visible=name in model_set.models) for component in (gr.Label, gr.Markdown, gr.HTML)
                   for name in ORDER], hint(model_set.profile), seen_note(model_set)]
 
     def drawn_notice(self, set_id) -> str:
@@ -148,8 +164,8 @@ class Handlers:
 
     @staticmethod
     def nothing(text: str, error: bool = False) -> list:
-        return [(error_verdict if error else empty_verdict)(text), None, *[None] * len(ORDER),
-                *[caption(n) for n in ORDER], *[None] * len(ORDER), "", None, None]
+        return [(error_verdict if error else empty_verdict)(text), figure(RAW_LABEL), *[None] * len(ORDER),
+                *[caption(n) for n in ORDER], *[figure(seen_label(n)) for n in ORDER], "", None, None]
 
     def drawing(self, value, set_id):
         try:
@@ -268,11 +284,10 @@ def layout(service: Service) -> SimpleNamespace:
                                                    visible=name in shown, elem_id=f"label-{name}")
             ui.seen_note = gr.Markdown(seen_note(service.model_set()) if shipped else "", elem_id="seen-note")
             with gr.Row(elem_id="seen-row"):     # min_width 140: two per line on a phone, not one
-                ui.raw = gr.Image(label="Your input", interactive=False, height=200, elem_id="raw-input",
-                                  buttons=[], min_width=140)
+                ui.raw = gr.HTML(figure(RAW_LABEL), elem_id="raw-input", min_width=140, padding=False)
                 for name in ORDER:
-                    ui.seen[name] = gr.Image(label=f"{name} sees", interactive=False, height=200, buttons=[],
-                                             visible=name in shown, elem_id=f"seen-{name}", min_width=140)
+                    ui.seen[name] = gr.HTML(figure(seen_label(name)), visible=name in shown, elem_id=f"seen-{name}",
+                                            min_width=140, padding=False)
             ui.steps = gr.HTML("", elem_id="photo-steps")
             ui.api_json = gr.JSON(visible=False)
     return ui
@@ -293,7 +308,7 @@ def build(ctx: Shared, service: Service) -> None:
         return lambda: on.nothing(text)
 
     unreadable = cleared("That input could not be classified.")
-    common = dict(concurrency_limit=4, concurrency_id="classify")
+    common = dict(concurrency_limit=config.CLASSIFY_CONCURRENCY, concurrency_id="classify")
     ui.sketch.change(on.drawing_live, inputs(ui.sketch), outputs, trigger_mode="always_last",
                      show_progress="hidden", api_name="classify_drawing_live", **common)
     ui.draw_btn.click(on.drawing_pressed, inputs(ui.sketch), outputs, api_name=False, **common)
