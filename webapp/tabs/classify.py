@@ -309,8 +309,11 @@ def build(ctx: Shared, service: Service) -> None:
 
     unreadable = cleared("That input could not be classified.")
     common = dict(concurrency_limit=config.CLASSIFY_CONCURRENCY, concurrency_id="classify")
+    # while drawing, only the verdict shows that an answer is on its way: the queue's position
+    # and wait when the server is saturated, a small timer otherwise (no overlay at every stroke)
     ui.sketch.change(on.drawing_live, inputs(ui.sketch), outputs, trigger_mode="always_last",
-                     show_progress="hidden", api_name="classify_drawing_live", **common)
+                     show_progress="minimal", show_progress_on=[ui.verdict], api_name="classify_drawing_live",
+                     **common)
     ui.draw_btn.click(on.drawing_pressed, inputs(ui.sketch), outputs, api_name=False, **common)
     # the API's drawing: an empty or broken one as an error (gradio_client raises it)
     gr.Button(visible=False).click(on.drawing, inputs(ui.sketch), outputs, api_name="classify_drawing", **common)
