@@ -176,6 +176,18 @@ def _classify_rows(document: dict) -> list[str]:
                      f"{b['phone_verdict_in_view']:.0%} | | "
                      f"{_status(document, 'phone: verdict in view after a stroke')} |")
     lines += _classroom_rows(document)
+    u = document.get("upkeep")
+    if u:
+        lines.append(f"| {u['uploads']:,} distinct uploads then {u['runs']} training runs ({u['seconds']:.0f} s): disk peak / "
+                     f"end MB under CVDEMO_CACHE_MB={u['cache_mb_bound']}; runs/ peak / end under CVDEMO_MAX_RUNS="
+                     f"{u['max_runs_bound']}; memory MB: warm → after the uploads → after each run | "
+                     f"{_fmt(u['disk_mb_peak'])} / {_fmt(u['disk_mb_end'])}; {u['runs_peak']} / {u['runs_end']}; "
+                     f"{_fmt(u['rss_mb_warm'], 0)} → {_fmt(u['rss_mb_after_uploads'], 0)} → "
+                     f"{', '.join(_fmt(r, 0) for r in u['rss_mb_after_each_run'])} | {u['errors']} errors | "
+                     f"{_status(document, 'uploads then runs: disk peak within CVDEMO_CACHE_MB')} "
+                     f"{_status(document, 'uploads then runs: runs/ peak within CVDEMO_MAX_RUNS')} "
+                     f"{_status(document, 'uploads: memory growth after warm-up')} "
+                     f"{_status(document, 'runs: memory growth once the kept model sets are loaded')} |")
     if document.get("cold_start"):
         e = document["cold_start"]
         lines.append(f"| Cold start `python app.py` → first /classify answer, s | {_fmt(e['p50'])} | "

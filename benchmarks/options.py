@@ -10,7 +10,7 @@ import numpy as np
 
 from cvdemo import config
 
-SECTIONS = ("train", "robustness", "novelty", "preprocess", "classify", "app", "browser", "classroom", "retrieval")
+SECTIONS = ("train", "robustness", "novelty", "preprocess", "classify", "app", "browser", "classroom", "upkeep", "retrieval")
 MODELS = ("lenet", "scratch", "finetuned")
 Tick = Callable[[str], None]          # called once per finished step with what comes next
 
@@ -36,6 +36,8 @@ class BenchOptions:
     browser_inputs: int = 15        # strokes, and uploads, timed in Chromium
     classroom_clients: int = 30     # the classroom section: clients (REST, gradio_client) and students
     classroom_seconds: float = 60.0
+    upkeep_uploads: int = 2000      # the upkeep section: distinct uploads, then training runs
+    upkeep_runs: int = 20
     index_repeats: int = 3
     query_repeats: int = 200
     naive_queries: int = 3
@@ -54,7 +56,7 @@ class BenchOptions:
 FULL = BenchOptions()
 QUICK = BenchOptions(quick=True, epochs=2, train_repeats=1, max_images_per_class=120, classify_repeats=40,
                      http_requests=15, requests_per_client=3, cold_starts=1, browser_inputs=6,
-                     classroom_clients=6, classroom_seconds=5.0, index_repeats=1,
+                     classroom_clients=6, classroom_seconds=5.0, upkeep_uploads=60, upkeep_runs=3, index_repeats=1,
                      query_repeats=40, naive_queries=1, numpy_sizes=(1_000, 10_000), hnsw_sizes=(10_000,),
                      flat_sizes=(), milvus_sizes=(10_000,), synthetic_queries=20, milvus_queries=5)
 

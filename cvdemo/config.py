@@ -15,8 +15,9 @@ CHECKPOINT_DIR = ROOT / "checkpoints"
 SAMPLE_DATA_DIR = ROOT / "Hand_written_digits"
 DATABASE_DIR = ROOT / "images_database"
 QUERY_DIR = ROOT / "query_images"
-RUNS_DIR = ROOT / "runs"          # models trained from the app land here, never over checkpoints/
-CACHE_DIR = ROOT / ".cache"       # analysis caches (git-ignored)
+# models trained from the app land here, never over checkpoints/; CVDEMO_RUNS moves them
+RUNS_DIR = Path(os.environ.get("CVDEMO_RUNS", ROOT / "runs"))
+CACHE_DIR = Path(os.environ.get("CVDEMO_CACHE_DIR", ROOT / ".cache"))   # analysis caches (git-ignored)
 
 # Where Keras keeps downloaded ImageNet weights. Keras reads KERAS_HOME itself; we only need the
 # path to tell a user where to put a file by hand when there is no network.
@@ -60,6 +61,7 @@ BATCH_WAIT_MS = float(os.environ.get("CVDEMO_BATCH_WAIT_MS", "4"))
 CACHE_MB = int(os.environ.get("CVDEMO_CACHE_MB", "1024"))
 MAX_RUNS = int(os.environ.get("CVDEMO_MAX_RUNS", "20"))
 HOLD_S = float(os.environ.get("CVDEMO_HOLD_S", "900"))
+HOUSEKEEPING_S = float(os.environ.get("CVDEMO_HOUSEKEEPING_S", "30"))   # between two sweeps
 TEMP_DIR = Path(tempfile.gettempdir())
 TEMP_AREAS = {"cvdemo-images": "files", "cvdemo-bundles": "files", "cvdemo-datasets": "folders"}
 

@@ -127,7 +127,8 @@ def keep_bounded(demo: gr.Blocks, service: Service):
     from cvdemo.housekeeping import Area
 
     own = {Path(f) for block in demo.blocks.values() for f in (getattr(block, "temp_files", None) or ())}
-    return service.housekeeper(extra=(Area(Path(get_upload_folder()), "folders"),), held=tuple(own))
+    return service.housekeeper(extra=(Area(Path(get_upload_folder()), "folders"),), held=tuple(own),
+                               interval_s=config.HOUSEKEEPING_S)
 
 
 def _warm_up(service: Service) -> None:
