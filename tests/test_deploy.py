@@ -51,6 +51,7 @@ def test_the_blocker_refuses_the_network_and_records_it_but_not_the_loopback(tmp
     assert log.read_text().splitlines() == ["resolve huggingface.co", "connect 93.184.216.34:80"]
 
 
+@pytest.mark.slow    # the README's test command runs the whole deploy check after pytest
 def test_the_deploy_check_passes_on_this_checkout():
     """This interpreter (the README's fresh venv in CI) runs app.py offline and answers one request."""
     report = doctor(ROOT, python=sys.executable, say=lambda line: None)

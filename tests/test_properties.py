@@ -97,3 +97,20 @@ def test_a_stroke_anywhere_is_found_either_polarity(h, w, thickness, light_on_da
         canvas = 255 - canvas
     out = check(canvas)
     assert out is not None and out.max() > 0.5
+
+
+@given(hnp.arrays(np.float64, st.integers(1, 60), elements=st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.0, 3.0])))
+def test_median_above_is_the_median_compared(values):
+    from cvdemo.images.paper import _median_above
+
+    assert _median_above(values, 1.0) == (float(np.median(values)) > 1.0)
+
+
+@given(hnp.arrays(np.bool_, st.tuples(st.integers(1, 30), st.integers(1, 30))))
+def test_bounds_is_the_box_of_nonzero(mask):
+    from cvdemo.images.digits import bounds
+
+    assume(mask.any())
+    ys, xs = np.nonzero(mask)
+    rows, cols = bounds(mask)
+    assert (rows.start, rows.stop, cols.start, cols.stop) == (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)

@@ -31,14 +31,22 @@ def _border(a: np.ndarray) -> np.ndarray:
     return np.concatenate([a[:t].ravel(), a[-t:].ravel(), a[:, :t].ravel(), a[:, -t:].ravel()])
 
 
-def ink_map(gray: np.ndarray) -> np.ndarray:
+def bounds(mask: np.ndarray) -> tuple[slice, slice]:
+    """The bounding box of a non-empty boolean mask (rows, columns): what ``np.nonzero`` gives,
+    from the two projections instead of every pixel's coordinates."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def ink_map(gray: np.ndarray, paper: float | None = None) -> np.ndarray:
     """Grey levels (H, W) uint8 of either polarity -> ink strength (H, W) float32 in [0, 1].
 
     The paper is the border's median colour; ink is what differs from it.
-    Raises NoInkError when nothing stands out from the paper.
+    Raises NoInkError when nothing stands out from the paper. ``paper``: that median, when the
+    caller already has it.
     """
     a = gray.astype(np.float32)
-    paper = float(np.median(_border(a)))
+    paper = float(np.median(_border(a))) if paper is None else paper
     ink = (paper - a) if paper > 127 else (a - paper)
     np.clip(ink, 0, None, out=ink)
     peak = float(np.percentile(ink, 99.9)) if ink.size > 1000 else float(ink.max())
@@ -103,9 +111,8 @@ def _fit(ink: np.ndarray, box: int, side: int) -> np.ndarray:
 
 def _crop_and_fit(ink: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Ink (H, W) in [0, 1] and the pixels to keep -> the fitted 28x28 digit."""
-    ys, xs = np.nonzero(keep)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    crop = np.where(keep[y0:y1, x0:x1], ink[y0:y1, x0:x1], 0)
+    box = bounds(keep)
+    crop = np.where(keep[box], ink[box], 0)
     # normalise the stroke on a padded copy at a fixed scale, so dilation has room
     h, w = crop.shape
     scale = (_STROKE_SIDE - 16) / max(h, w)
@@ -115,8 +122,7 @@ def _crop_and_fit(ink: np.ndarray, keep: np.ndarray) -> np.ndarray:
     # a hairline averaged down to a few pixels is faint: restore full ink strength
     mid = np.pad(np.clip(mid / max(float(mid.max()), 1e-6), 0, 1), 8)
     mid = _normalise_stroke(mid)
-    ys, xs = np.nonzero(mid > 0.05)
-    mid = mid[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    mid = mid[bounds(mid > 0.05)]
     return _fit(mid, config.DIGIT_BOX, config.DIGIT_SIZE)
 
 
@@ -126,12 +132,11 @@ def read_digit(im: Image.Image) -> tuple[np.ndarray, paper_steps.PaperSteps | No
     gray = np.asarray(small.convert("L"))
     paper = float(np.median(_border(gray.astype(np.float32))))
     if paper_steps.is_clean(gray, paper):
-        ink = ink_map(gray)
+        ink = ink_map(gray, paper)
         mask = _keep_main_strokes(ink > _INK_THRESHOLD)
         if not mask.any():
             raise NoInkError(BLANK)
-        ys, xs = np.nonzero(mask)
-        box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+        box = bounds(mask)
         keep = np.zeros_like(mask)
         keep[box] = mask[box] | (ink[box] > 0.1)
         return _crop_and_fit(ink, keep), None
