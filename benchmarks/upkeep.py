@@ -19,20 +19,30 @@ from .classroom import rss_mb
 from .options import BenchError, BenchOptions, Tick
 from .serving import HERE, _tail, app_process, wait_until_serving
 
-CACHE_MB, MAX_RUNS = 128, 5
+CACHE_MB, MAX_RUNS = 32, 5
 WARM_S = 20            # the memory baseline: this long into the uploads
 SETS_KEPT = 4          # Service(max_sets=4): model sets kept loaded
 
 
 def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder``, now (folders removed while it walks are skipped)."""
     total = 0
-    for path in Path(folder).rglob("*"):
-        try:
-            if path.is_file() and not path.is_symlink():
-                total += path.stat().st_size
-        except OSError:
-            continue
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            total += info.st_size if not os.path.islink(os.path.join(root, name)) else 0
     return total
+
+
+def _wait_for_warm_up(log: Path, proc, timeout_s: float = 600) -> None:
+    deadline = time.time() + timeout_s
+    while "warmed up in the background" not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.time() > deadline:
+            raise BenchError(f"app.py never finished warming up:\n{_tail(log)}")
+        time.sleep(1.0)
 
 
 def bench_upkeep(opts: BenchOptions, workdir: Path, tick: Tick) -> dict:
@@ -48,6 +58,7 @@ def bench_upkeep(opts: BenchOptions, workdir: Path, tick: Tick) -> dict:
     try:
         with app_process(opts, workdir, "app-upkeep") as (url, proc, log, _):
             wait_until_serving(url, proc, log)
+            _wait_for_warm_up(log, proc)       # its background analysis would count as growth
             tick("app started")
             err = workdir / "upkeep.err"
             command = [sys.executable, str(HERE / "upkeep_probe.py"), "--url", url, "--uploads", str(opts.upkeep_uploads),

