@@ -109,8 +109,8 @@ class Rest:
                            description="Classification and retrieval of handwritten digits, beside the "
                                        "Gradio app on the same server.")
 
-    def docs(self) -> HTMLResponse:
-        return HTMLResponse(docs_page(self.openapi()))
+    def docs(self, request: Request) -> HTMLResponse:
+        return HTMLResponse(docs_page(self.openapi(), str(request.base_url).rstrip("/")))
 
     # ------------------------------------------------------------------ the checks
     @contextlib.contextmanager
@@ -174,7 +174,7 @@ class Rest:
             raise HTTPException(503, str(err)) from None
 
 
-def docs_page(schema: dict) -> str:
+def docs_page(schema: dict, base: str = "http://127.0.0.1:7860") -> str:
     """The OpenAPI schema as one self-contained page (Swagger UI would load its scripts from a CDN)."""
     parts = [f"<h1>{html.escape(schema['info']['title'])}</h1><p>{html.escape(schema['info'].get('description', ''))}"
              f" The schema: <a href='{PREFIX}/openapi.json'>{PREFIX}/openapi.json</a>.</p>"]
@@ -188,7 +188,7 @@ def docs_page(schema: dict) -> str:
             answers = "".join(f"<li><b>{code}</b> {html.escape(r.get('description', ''))}</li>"
                               for code, r in op.get("responses", {}).items())
             example = op.get("responses", {}).get("200", {}).get("content", {}).get("application/json", {})
-            curl = f"curl -F image=@digit.png http://127.0.0.1:7860{path}"
+            curl = f"curl -F image=@digit.png {base}{path}"
             parts.append(f"<h2><code>{method.upper()} {html.escape(path)}</code></h2><p>{html.escape(op['summary'])}. "
                          f"{html.escape(op.get('description', ''))}</p><table><tr><th>field</th><th>type</th>"
                          f"<th></th></tr>{rows}</table><pre>{html.escape(curl)}</pre><ul>{answers}</ul>"
