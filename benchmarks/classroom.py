@@ -16,18 +16,12 @@ from pathlib import Path
 from cvdemo import config
 
 from .options import BenchError, BenchOptions, Tick
-from .serving import HERE, _free_port, _tail, app_process, wait_until_serving
+from .serving import HERE, _free_port, _tail, app_process, memory_mb, stop, wait_until_serving
 
 
 def rss_mb(pid: int) -> float | None:
-    """Resident memory now (VmRSS) of a live process, in MB (Linux /proc; None elsewhere)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
+    """Resident memory now (VmRSS) of a live process, in MB."""
+    return memory_mb(pid, "VmRSS")
 
 
 @contextmanager
@@ -42,12 +36,7 @@ def noop_process(workdir: Path):
     try:
         yield f"http://127.0.0.1:{port}/", proc, log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _probe(url: str, mode: str, workdir: Path, *args: str) -> dict:

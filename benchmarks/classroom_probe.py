@@ -24,6 +24,7 @@ import base64
 import io
 import json
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -156,35 +157,14 @@ def rest(url: str, clients: int, seconds: float, sequential: int) -> dict:
 
 
 def gradio(url: str, clients: int, per_client: int) -> dict:
-    from gradio_client import Client, handle_file
+    """``http_probe.concurrent``: ``clients`` gradio_client sessions released together."""
+    from http_probe import concurrent
 
-    png = digits(1)[0][0]
-    image = Path(f"/tmp/classroom-probe-{time.monotonic_ns()}.png")
-    image.write_bytes(png)
-    connected = [Client(url, verbose=False) for _ in range(clients)]
-    connected[0].predict(handle_file(str(image)), api_name="/classify")      # warm
-    latencies, errors, lock, barrier = [], [], threading.Lock(), threading.Barrier(clients)
-
-    def work(client):
-        barrier.wait()
-        for _ in range(per_client):
-            started = time.perf_counter()
-            try:
-                client.predict(handle_file(str(image)), api_name="/classify")
-                with lock:
-                    latencies.append(time.perf_counter() - started)
-            except Exception as err:   # noqa: BLE001
-                with lock:
-                    errors.append(f"{type(err).__name__}: {err}")
-
-    threads = [threading.Thread(target=work, args=(c,)) for c in connected]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    image = Path(tempfile.mkdtemp(prefix="classroom-probe-")) / "digit.png"
+    image.write_bytes(digits(1)[0][0])
+    probed = concurrent(url, str(image), clients, per_client)
     image.unlink(missing_ok=True)
-    return summary(latencies, errors, time.perf_counter() - started, clients=clients)
+    return summary(probed["latencies"], probed["errors"], probed["wall"], clients=clients)
 
 
 def classroom(url: str, clients: int, seconds: float, seed: int = 0) -> dict:

@@ -24,15 +24,31 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def peak_rss_mb(pid: int) -> float | None:
-    """Peak resident memory (VmHWM) of a live process, in MB (Linux /proc; None elsewhere)."""
+def memory_mb(pid: int, field: str = "VmHWM") -> float | None:
+    """A live process's memory from /proc in MB: peak resident (VmHWM) or resident now (VmRSS);
+    None where there is no /proc."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return round(int(line.split()[1]) / 1024, 1)
     except OSError:
         return None
     return None
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """Peak resident memory (VmHWM) of a live process, in MB."""
+    return memory_mb(pid, "VmHWM")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a child, killing it when it does not exit within 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _tail(path: Path, n: int = 15) -> str:
@@ -94,12 +110,7 @@ def app_process(opts: BenchOptions, workdir: Path, name: str = "app"):
     try:
         yield f"http://127.0.0.1:{port}/", proc, log, started
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def wait_until_serving(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
