@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from cvdemo import config
+from cvdemo.housekeeping import tree_size
 
 from .classroom import rss_mb
 from .options import BenchError, BenchOptions, Tick
@@ -22,19 +23,6 @@ from .serving import HERE, _tail, app_process, wait_until_serving
 CACHE_MB, MAX_RUNS = 32, 5
 WARM_S = 20            # the memory baseline: this long into the uploads
 SETS_KEPT = 4          # Service(max_sets=4): model sets kept loaded
-
-
-def folder_bytes(folder: Path) -> int:
-    """Bytes of the files under ``folder``, now (folders removed while it walks are skipped)."""
-    total = 0
-    for root, _, files in os.walk(folder):
-        for name in files:
-            try:
-                info = os.lstat(os.path.join(root, name))
-            except OSError:
-                continue
-            total += info.st_size if not os.path.islink(os.path.join(root, name)) else 0
-    return total
 
 
 def _wait_for_warm_up(log: Path, proc, timeout_s: float = 600) -> None:
@@ -74,14 +62,14 @@ def bench_upkeep(opts: BenchOptions, workdir: Path, tick: Tick) -> dict:
                     rss = rss_mb(proc.pid)
                     if warm_rss is None and time.time() - started > WARM_S:
                         warm_rss = rss            # after the first uploads: models, caches and queues warm
-                    samples.append((time.time(), folder_bytes(area), len(list(folders["runs"].glob("run-*"))), rss))
+                    samples.append((time.time(), tree_size(area)[0], len(list(folders["runs"].glob("run-*"))), rss))
                     time.sleep(0.5)
                 out = probe.stdout.read()
             if probe.returncode != 0:
                 raise BenchError(f"upkeep_probe: {_tail(err, 4)}")
             probed = json.loads(out)
             time.sleep(3)                           # one more sweep after the last run
-            final = (folder_bytes(area), len(list(folders["runs"].glob("run-*"))), rss_mb(proc.pid))
+            final = (tree_size(area)[0], len(list(folders["runs"].glob("run-*"))), rss_mb(proc.pid))
     finally:
         for key, value in saved.items():
             if value is None:

@@ -11,7 +11,9 @@ ones never. Knows only the file system.
 """
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,17 +43,27 @@ class Sweep:
     held: int = 0                 # bytes the sweep could not remove because they are in use
 
 
+def tree_size(folder: Path) -> tuple[int, float]:
+    """(bytes, newest modification time) of the files under ``folder`` and of the folder itself;
+    anything removed while it is walked (another sweep, a finished staging) is skipped."""
+    size, used = 0, os.lstat(folder).st_mtime
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                size, used = size + info.st_size, max(used, info.st_mtime)
+    return size, used
+
+
 def _measure(path: Path) -> Unit | None:
     try:
-        if path.is_symlink() or path.is_file():
+        if path.is_symlink() or not path.is_dir():
             info = path.lstat()
             return Unit(path, info.st_size, info.st_mtime)
-        size, used = 0, path.lstat().st_mtime
-        for inner in path.rglob("*"):
-            if inner.is_file() and not inner.is_symlink():
-                info = inner.stat()
-                size, used = size + info.st_size, max(used, info.st_mtime)
-        return Unit(path, size, used)
+        return Unit(path, *tree_size(path))
     except OSError:               # removed meanwhile (another sweep, a finished staging)
         return None
 
@@ -61,7 +73,10 @@ def units(area: Area) -> list[Unit]:
     root = Path(area.path)
     if not root.is_dir():
         return []
-    paths = root.iterdir() if area.units == "folders" else (p for p in root.rglob("*") if not p.is_dir())
+    if area.units == "folders":
+        paths = list(root.iterdir())
+    else:                         # os.walk: a folder removed while it is walked is skipped, not an error
+        paths = [Path(folder) / name for folder, _, files in os.walk(root) for name in files]
     return [u for u in (_measure(p) for p in paths) if u is not None]
 
 

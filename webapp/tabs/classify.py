@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import os
 from types import SimpleNamespace
 
 import gradio as gr
@@ -125,7 +126,7 @@ class Handlers:
 
     def picture(self, raw):
         """The input as shown beside what the models see: a drawing as it is, a file reduced."""
-        if raw is None or not isinstance(raw, (str, bytes)) and not hasattr(raw, "__fspath__"):
+        if not isinstance(raw, (str, os.PathLike)):
             return raw
         try:
             return self.service.thumbnail(raw, RAW_SIDE)
