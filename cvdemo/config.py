@@ -143,6 +143,26 @@ class FinetuneConfig:
 
 
 @dataclass(frozen=True)
+class TeachConfig:
+    """Teaching the models a visitor's examples (``cvdemo.teaching``): how the examples are kept
+    and how both models learn them from their current weights."""
+
+    epochs: int = 2               # passes over the training split plus the oversampled examples
+    learning_rate: float = 1e-3   # end to end (the from-scratch models): low, the weights are good already
+    head_learning_rate: float = 2e-3   # the fine-tuned model's head, on its frozen backbone's features
+    head_passes: int = 5          # passes over the cached features per reported epoch (they are cheap)
+    example_share: float = 0.5    # each taught class weighs at least this share of an old class's images
+    min_new_class: int = 5        # examples a class the models do not know yet needs
+    holdout_from: int = 10        # a class with this many examples keeps every holdout_every-th one aside
+    holdout_every: int = 5
+    max_examples: int = 200       # per session
+    max_session_mb: int = 20      # the session's example files, originals and model views together
+    ttl_s: float = 3600           # a session's examples are forgotten after this long unused
+    max_class_chars: int = 24
+    seed: int = SEED
+
+
+@dataclass(frozen=True)
 class Limits:
     """Bounds on what a public user may ask for, checked the same way by the UI and the CLI."""
 

@@ -56,6 +56,14 @@ class Prepared:
     def y_val(self):
         return self.arrays.labels[self.val_idx]
 
+    def relative(self, i: int) -> str:
+        """Image ``i``'s file as metadata names it: relative to the dataset's root, or
+        ``taught/<class>/<file>`` for a taught example kept elsewhere."""
+        path = Path(self.arrays.paths[i])
+        if path.is_relative_to(self.root):
+            return str(path.relative_to(self.root))
+        return f"taught/{self.arrays.class_names[self.arrays.labels[i]]}/{path.name}"
+
     def counts(self) -> dict[str, dict[str, int]]:
         names = self.arrays.class_names
         tr = np.bincount(self.y_train, minlength=len(names))
@@ -238,7 +246,7 @@ def _meta(name, model, prepared: Prepared, cfg: TrainConfig, history: dict, seco
     scores.pop("probabilities")
     family = name if name in ("scratch", "lenet") else "finetuned"
     # fitted on this run's split: the bank from training images, the threshold from validation
-    val_files = [str(arrays.paths[i].relative_to(prepared.root)) for i in prepared.val_idx]
+    val_files = [prepared.relative(i) for i in prepared.val_idx]
     novelty = fit_model(model, family, arrays.profile, prepared.x_train, prepared.x_val, val_files)
     return {
         "model": family,

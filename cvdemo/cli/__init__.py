@@ -9,10 +9,26 @@ import argparse
 import os
 import sys
 
-from . import bench, convert, data, database, doctor, evaluate, explain, index, novelty, predict, pretrain, report, retrieve, train
+from . import (
+    bench,
+    convert,
+    data,
+    database,
+    doctor,
+    evaluate,
+    explain,
+    index,
+    novelty,
+    predict,
+    pretrain,
+    report,
+    retrieve,
+    teach,
+    train,
+)
 from .console import CliError
 
-COMMANDS = (data, pretrain, train, evaluate, predict, explain, novelty, convert, index, retrieve, database, report, bench,
+COMMANDS = (data, pretrain, train, teach, evaluate, predict, explain, novelty, convert, index, retrieve, database, report, bench,
             doctor)
 
 
@@ -41,6 +57,7 @@ def _report_errors(run) -> int:
     from ..data import DatasetError
     from ..images import ImageError
     from ..retrieval.milvus import MilvusError
+    from ..teaching import ExampleError
 
     try:
         return int(run() or 0)
@@ -48,7 +65,7 @@ def _report_errors(run) -> int:
         print(f"error: {err}", file=sys.stderr)
         return err.code
     except (DatasetError, ImageError, CheckpointError, WeightsUnavailable, FileNotFoundError, KeyError,
-            MilvusError) as err:
+            MilvusError, ExampleError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {message}", file=sys.stderr)
         return 2

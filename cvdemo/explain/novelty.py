@@ -84,10 +84,15 @@ def fit(embed: Callable[[np.ndarray], np.ndarray], x_train: np.ndarray, x_val: n
     The augmented views widen "known" to the variations training taught the model to accept
     (slant, width, thickness), which is where other writers' digits fall.
     """
-    views = [x_train] + ([np.asarray(augment(x_train)) for _ in range(copies)] if augment else [])
-    features = np.asarray(embed(np.concatenate(views)), np.float32)      # one pass over every view
-    if len(features) > bank_size:
-        features = features[np.random.default_rng(seed).choice(len(features), bank_size, replace=False)]
+    # the bank's (view, image) pairs are drawn first: only those are augmented and embedded
+    n, n_views = len(x_train), 1 + (copies if augment else 0)
+    chosen = np.arange(n * n_views)
+    if len(chosen) > bank_size:
+        chosen = np.sort(np.random.default_rng(seed).choice(len(chosen), bank_size, replace=False))
+    view, image = chosen // n, chosen % n
+    parts = [x_train[image[view == 0]]] + [np.asarray(augment(x_train[image[view == v]]))
+                                           for v in range(1, n_views) if (view == v).any()]
+    features = np.asarray(embed(np.concatenate(parts)), np.float32)      # one pass over the bank
     bank = _normalised(features) if metric == "cosine" else features
     # the stored bank is float16: the threshold is fitted on the rounded bank the scorer will use
     bank = bank.astype(np.float16).astype(np.float32)

@@ -28,25 +28,27 @@ from ..images import DECODE_SIDE, ImageError, TooLargeError, canvas_array, decod
 from ..progress import RunProgress
 from ..retrieval import PrivateAdditions
 from ..retrieval.milvus import MilvusError
+from ..teaching import ExampleError, ExampleStore
 from .analyses import Analyses
 from .explaining import Explaining
 from .jobs import BusyError, NothingFinished, TrainingJob
 from .retrieving import Retrieval
 from .sets import SHIPPED, Classification, ModelAnswer, ModelSet, ServedModel
+from .teaching import Teaching
 from .upkeep import Upkeep
 
 TRAINABLE = ("scratch", "finetuned")          # what the app's Train tab may train
 WEIGHT_SOURCES = ("digits", "imagenet", "none")
 # The errors whose message is meant for the person who caused them (shown as they are).
-USER_ERRORS = (DatasetError, ImageError, CheckpointError, WeightsUnavailable, KeyError)
+USER_ERRORS = (DatasetError, ImageError, CheckpointError, WeightsUnavailable, ExampleError, KeyError)
 
 __all__ = ["BACKBONES", "RunProgress", "SHIPPED", "TRAINABLE", "USER_ERRORS", "BusyError", "CheckpointError",
-           "Classification", "DatasetError", "ImageError", "MilvusError", "TooLargeError",
+           "Classification", "DatasetError", "ExampleError", "ImageError", "MilvusError", "TooLargeError",
            "ModelAnswer", "ModelSet", "Service", "ServedModel",
            "TrainingJob", "canvas_array", "to_display", "too_large"]
 
 
-class Service(Retrieval, Explaining, Upkeep):
+class Service(Retrieval, Explaining, Teaching, Upkeep):
     """Loaded models and jobs for one process. Thread-safe."""
 
     def __init__(self, checkpoints: Path = config.CHECKPOINT_DIR, runs: Path = config.RUNS_DIR,
@@ -72,6 +74,7 @@ class Service(Retrieval, Explaining, Upkeep):
         self.shared_additions = shared_additions
         self.inference = inference
         self.private = PrivateAdditions(self.analysis_cache / "additions")
+        self.examples = ExampleStore(self.analysis_cache / "examples", self.teach_cfg)   # teaching, per session
         self._retrieval = None             # the FeatureIndex, created on first retrieve
         self._retrieval_lock = threading.Lock()
         self._sets: OrderedDict[str, ModelSet] = OrderedDict()
@@ -283,8 +286,10 @@ class Service(Retrieval, Explaining, Upkeep):
         job.stop.set()
 
     def end_session(self, owner: str | None) -> None:
-        """A visitor left: forget the images they added and stop their training at the next batch."""
+        """A visitor left: forget the images they added and their teaching examples, and stop
+        their training at the next batch."""
         self.private.forget(owner)
+        self.examples.forget(owner)
         for run, trained_by in list(self._run_owners.items()):
             if owner is not None and trained_by == owner:
                 del self._run_owners[run]     # no longer held: the housekeeping may remove it in time

@@ -16,6 +16,7 @@ class Upkeep:
         (the UI's: Gradio's upload and output cache)."""
         cache = Path(self.analysis_cache)
         return [Area(self.runs, "folders"), Area(cache / "analysis", "folders"), Area(cache / "additions", "folders"),
+                Area(cache / "examples", "folders"),
                 Area(cache / "bundles", "files"), Area(config.LITERT_CACHE, "files"),
                 *[Area(config.TEMP_DIR / name, units) for name, units in config.TEMP_AREAS.items()], *extra]
 
@@ -27,6 +28,7 @@ class Upkeep:
         held += self._analyses.held()
         held += [self.runs / run for run in list(self._run_owners)]
         held += self.private.held()
+        held += self.examples.held()
         job = self.job
         if job is not None and not job.done.is_set():
             held += [self.runs / job.id, *self.runs.glob(f".{job.id}-*")]
