@@ -13,6 +13,7 @@ from cvdemo.service import SHIPPED, CheckpointError, ImageError, Service, canvas
 from ..canvas import drawing_canvas
 from ..common import GONE_SET, caption, empty_verdict, error_verdict, figure, file_path, inline_image, said, user_error
 from ..context import Shared
+from . import teach
 
 ORDER = config.MODEL_ORDER
 RAW_LABEL = "Your input"
@@ -290,6 +291,7 @@ def layout(service: Service) -> SimpleNamespace:
                     ui.seen[name] = gr.HTML(figure(seen_label(name)), visible=name in shown, elem_id=f"seen-{name}",
                                             min_width=140, padding=False)
             ui.steps = gr.HTML("", elem_id="photo-steps")
+            ui.teach = teach.layout()
             ui.api_json = gr.JSON(visible=False)
     return ui
 
@@ -297,6 +299,7 @@ def layout(service: Service) -> SimpleNamespace:
 def build(ctx: Shared, service: Service) -> None:
     """Lay out the Classify tab and wire it to ``Service.classify``."""
     ui, on = layout(service), Handlers(service)
+    teach.wire(ctx, service, ui.teach)
     ui.last_input = ctx.current_input
     outputs = [ui.verdict, ui.raw, *ui.labels.values(), *ui.captions.values(), *ui.seen.values(), ui.steps,
                ui.api_json, ui.last_input]
