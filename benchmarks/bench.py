@@ -31,6 +31,7 @@ from .options import FULL, MODELS, QUICK, SECTIONS, BenchOptions, percentile, su
 from .retrieval import bench_retrieval, bench_synthetic
 from .serving import bench_app, peak_rss_mb
 from .targets import check_targets
+from .teach import bench_teach
 from .upkeep import bench_upkeep
 
 __all__ = ["FULL", "QUICK", "SECTIONS", "BenchOptions", "bench_synthetic", "check_targets", "machine_info",
@@ -114,7 +115,7 @@ def _step_counts(opts: BenchOptions) -> dict[str, int]:
     """How many progress ticks each section makes."""
     sizes = set(opts.numpy_sizes) | set(opts.hnsw_sizes) | set(opts.flat_sizes)
     return {"train": len(MODELS) * opts.train_repeats, "robustness": 1, "novelty": 1, "preprocess": 1, "classify": 1,
-            "app": opts.cold_starts + 2, "browser": 2, "classroom": 4, "upkeep": 2,
+            "app": opts.cold_starts + 2, "browser": 2, "classroom": 4, "upkeep": 2, "teach": 1,
             "retrieval": (opts.index_repeats + 2 + len(sizes) + len(opts.hnsw_sizes) + len(opts.flat_sizes)
                           + len(opts.milvus_sizes) + 1)}
 
@@ -144,6 +145,8 @@ def _measure(section: str, opts: BenchOptions, document: dict, workdir: Path, sk
         document["classroom"] = bench_classroom(opts, workdir, tick)
     elif section == "upkeep":
         document["upkeep"] = bench_upkeep(opts, workdir, tick)
+    elif section == "teach":
+        document["teach"] = bench_teach(Path(opts.checkpoints), workdir)
     elif section == "retrieval":
         document["retrieval"] = bench_retrieval(opts, workdir, tick)
 

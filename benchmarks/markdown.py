@@ -188,6 +188,17 @@ def _classify_rows(document: dict) -> list[str]:
                      f"{_status(document, 'uploads then runs: runs/ peak within CVDEMO_MAX_RUNS')} "
                      f"{_status(document, 'uploads: memory growth after warm-up')} "
                      f"{_status(document, 'runs: memory growth once the kept model sets are loaded')} |")
+    t = document.get("teach")
+    if t:
+        for name, m in t["models"].items():
+            lines.append(f"| Taught a new class 3 from {t['examples']} drawn examples ({t['seconds']:.1f} s for both): {name} "
+                         f"({m['seconds']:.1f} s): held-out 3s of other hands / MNIST ({t['held_out_n']['styles']} / "
+                         f"{t['held_out_n']['mnist']}); val 0/1/2 before → after; worst robustness set | "
+                         f"{m['held_out_styles']:.1%} / {m['held_out_mnist']:.1%}; {m['val_accuracy_before']:.1%} → "
+                         f"{m['val_accuracy']:.1%}; {m['robustness_min']:.1%} | | "
+                         f"{_status(document, f'taught {name}: held-out 3s (worst of other hands, MNIST)')} "
+                         f"{_status(document, f'taught {name}: val accuracy on 0/1/2')} "
+                         f"{_status(document, f'taught {name}: worst robustness set')} |")
     if document.get("cold_start"):
         e = document["cold_start"]
         lines.append(f"| Cold start `python app.py` → first /classify answer, s | {_fmt(e['p50'])} | "

@@ -10,7 +10,7 @@ import numpy as np
 
 from cvdemo import config
 
-SECTIONS = ("train", "robustness", "novelty", "preprocess", "classify", "app", "browser", "classroom", "upkeep", "retrieval")
+SECTIONS = ("train", "robustness", "novelty", "preprocess", "classify", "app", "browser", "classroom", "upkeep", "teach", "retrieval")
 MODELS = ("lenet", "scratch", "finetuned")
 Tick = Callable[[str], None]          # called once per finished step with what comes next
 

@@ -79,6 +79,12 @@ TARGETS = (
     Target("runs: memory growth once the kept model sets are loaded", ("upkeep", "rss_growth_runs_after_settling_mb"),
            "<=", 50, "MB", full_only=True),
     Target("uploads then runs: errors", ("upkeep", "errors"), "==", 0),
+    Target("teach a new class from 15 examples: both models", ("teach", "seconds"), "<=", 15, "s"),
+    *(t for model in ("scratch", "finetuned") for t in (
+        Target(f"taught {model}: held-out 3s (worst of other hands, MNIST)", ("teach", "models", model, "held_out_min"),
+               ">=", 0.9),
+        Target(f"taught {model}: val accuracy on 0/1/2", ("teach", "models", model, "val_accuracy"), ">=", 0.99),
+        Target(f"taught {model}: worst robustness set", ("teach", "models", model, "robustness_min"), ">=", 0.95))),
     Target("cold start", ("cold_start_s",), "<=", 20, "s"),
     Target("app peak memory", ("rss_mb",), "<=", 1536, "MB"),
 )

@@ -89,12 +89,33 @@ def _two(style: str, rng) -> Strokes:
     return [np.concatenate([arc, _line(arc[-1], [left, 0.93], 12), _line([left, 0.93], [right, 0.93], 8)])]
 
 
+def _three(style: str, rng) -> Strokes:
+    """A 3, the digit the models are taught (``cvdemo.teaching``), never one of the sets of 0-2."""
+    ru, rl = rng.uniform(0.2, 0.25), rng.uniform(0.24, 0.3)
+    cu, cl = 0.05 + ru, 0.95 - rl
+    rx = 0.55 if style == "narrow" else 1.0
+    if style == "flat":      # a flat top and a diagonal down to the lower bowl
+        top = _line([0.2, 0.06], [0.78, 0.06], 8)
+        bowl = _arc(0.5, cl, rl, rl, -0.1, rng.uniform(0.68, 0.78), 28)
+        return [np.concatenate([top, _line([0.78, 0.06], bowl[0], 10), bowl])]
+    sweep = rng.uniform(0.55, 0.62) if style == "open" else rng.uniform(0.68, 0.75)
+    upper = _arc(0.5, cu, ru * rx, ru, rng.uniform(-0.25, -0.15), 0.65, 28)
+    lower = _arc(0.5, cl, rl * rx, rl, 0.0, sweep, 32)
+    strokes = np.concatenate([upper, _line(upper[-1], lower[0], 4), lower])
+    if style == "cursive":   # an entry hook and a tail curling back up
+        hook = _arc(0.5 - ru * 1.1, cu - ru * 0.3, 0.06, 0.06, 0.5, -0.5, 8)
+        tail = _line(strokes[-1], strokes[-1] + [-0.08, -0.08], 5)
+        strokes = np.concatenate([hook, strokes, tail])
+    return [strokes]
+
+
 STYLES: dict[int, tuple[str, ...]] = {
     0: ("oval", "open", "cursive", "narrow", "squarish"),
     1: ("stick", "flag", "serif", "long_flag", "hook"),
     2: ("plain", "z", "curly", "swan", "cursive"),
+    3: ("round", "flat", "narrow", "open", "cursive"),
 }
-_DRAW: dict[int, Callable[[str, np.random.Generator], Strokes]] = {0: _zero, 1: _one, 2: _two}
+_DRAW: dict[int, Callable[[str, np.random.Generator], Strokes]] = {0: _zero, 1: _one, 2: _two, 3: _three}
 PENS = {"hairline": (1.0, 2.0), "pen": (3.0, 7.0), "marker": (12.0, 22.0)}   # px on a 200-px page
 
 
