@@ -8,8 +8,6 @@ the database's hits. The database and its index are never touched. Knows nothing
 from __future__ import annotations
 
 import hashlib
-import shutil
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ import numpy as np
 
 from .. import config
 from ..images import preprocess
+from ..owners import PerOwner
 from .library import AddReport, add_files
 from .search import Hit
 
@@ -43,20 +42,13 @@ class _Owned:
     used: float = field(default_factory=time.monotonic)
 
 
-class PrivateAdditions:
+class PrivateAdditions(PerOwner):
     """Per-owner additions under ``root`` (one sub-folder per owner). Thread-safe."""
 
     def __init__(self, root: Path, per_owner: int = config.PRIVATE_ADDITIONS_PER_SESSION,
                  ttl_s: float = config.PRIVATE_ADDITIONS_TTL_S):
-        self.root = Path(root)
+        super().__init__(root, ttl_s)
         self.per_owner = per_owner
-        self.ttl_s = ttl_s
-        self._owners: dict[str, _Owned] = {}
-        self._lock = threading.Lock()
-
-    def _folder(self, owner: str) -> Path:
-        # the owner's id comes from a client: hashed, it can never name a path
-        return self.root / hashlib.sha256(owner.encode()).hexdigest()[:24]
 
     def add(self, owner: str, files: list, label: str | None, features_of, known_hashes: set[str]) -> AddReport:
         """Copy ``files`` into the owner's folder and extract their features with ``features_of``
@@ -68,7 +60,7 @@ class PrivateAdditions:
             room = self.per_owner - len(owned.additions)
             mine = {a.sha256 for a in owned.additions}
         files = [Path(f) for f in files]
-        report = add_files(self._folder(owner), files[:max(room, 0)], label, set(known_hashes) | mine)
+        report = add_files(self.folder(owner), files[:max(room, 0)], label, set(known_hashes) | mine)
         report.skipped += [(f.name, f"this session already holds {self.per_owner} added images; remove some first")
                            for f in files[max(room, 0):]]
         if not report.added:
@@ -77,7 +69,7 @@ class PrivateAdditions:
         for path in report.added:
             data = path.read_bytes()
             digest = hashlib.sha256(data).hexdigest()
-            entries.append((Addition(digest[:16], path, _label_of(path, self._folder(owner)), digest),
+            entries.append((Addition(digest[:16], path, _label_of(path, self.folder(owner)), digest),
                             preprocess(data, "digits", name=path.name)))
         vectors = np.asarray(features_of(np.stack([image for _, image in entries])), np.float32)
         with self._lock:
@@ -86,11 +78,6 @@ class PrivateAdditions:
             owned.features = vectors if owned.features is None else np.concatenate([owned.features, vectors])
             owned.used = time.monotonic()
         return report
-
-    def held(self) -> list[Path]:
-        """The folders of the owners whose additions are live (the housekeeping never removes them)."""
-        with self._lock:
-            return [self._folder(owner) for owner in self._owners]
 
     def list(self, owner: str | None) -> list[Addition]:
         with self._lock:
@@ -120,22 +107,6 @@ class PrivateAdditions:
             owned.features = np.delete(owned.features, position, axis=0)
         gone.path.unlink(missing_ok=True)
         return True
-
-    def forget(self, owner: str | None) -> None:
-        """Drop every addition of ``owner`` (the session ended)."""
-        if not owner:
-            return
-        with self._lock:
-            self._owners.pop(owner, None)
-        shutil.rmtree(self._folder(owner), ignore_errors=True)
-
-    def _sweep(self) -> None:
-        """Forget owners unused for ``ttl_s`` (an API client has no session end to tell us)."""
-        now = time.monotonic()
-        with self._lock:
-            stale = [o for o, owned in self._owners.items() if now - owned.used > self.ttl_s]
-        for owner in stale:
-            self.forget(owner)
 
 
 def merge(database_hits: list[Hit], private_hits: list[Hit], k: int) -> list[Hit]:

@@ -15,7 +15,7 @@ from ..config import TeachConfig
 from ..fsutil import atomic_write_bytes, staged_folder
 from ..images import DECODE_SIDE, decode, prepare
 from ..progress import RunProgress
-from ..teaching import Example, ExampleError, check_examples, class_name
+from ..teaching import Example, ExampleError, ExamplesFull, check_examples, class_name
 from .jobs import BusyError, NothingFinished, TrainingJob
 from .sets import SHIPPED
 
@@ -54,7 +54,7 @@ class Teaching:
                 added += 1
             except (ImageError, ExampleError) as err:
                 skipped.append(f"{label}/{path.name}: {err}")
-                if "already holds" in str(err) or "would pass" in str(err):
+                if isinstance(err, ExamplesFull):
                     break
         if not added and not skipped:
             raise ExampleError("The zip holds no images in class folders.")

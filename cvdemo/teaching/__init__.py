@@ -2,8 +2,8 @@
 (:mod:`.examples`) and the models taught them from their current weights (:mod:`.recipe`)."""
 from __future__ import annotations
 
-from .examples import SEEN, Example, ExampleError, ExampleStore, class_name, example_files
+from .examples import SEEN, Example, ExampleError, ExamplesFull, ExampleStore, class_name, example_files
 from .recipe import Taught, check_examples, teach, widen
 
-__all__ = ["SEEN", "Example", "ExampleError", "ExampleStore", "Taught", "check_examples", "class_name",
+__all__ = ["SEEN", "Example", "ExampleError", "ExampleStore", "ExamplesFull", "Taught", "check_examples", "class_name",
            "example_files", "teach", "widen"]

@@ -13,7 +13,6 @@ import io
 import re
 import shutil
 import tempfile
-import threading
 import time
 import unicodedata
 import zipfile
@@ -26,6 +25,8 @@ from PIL import Image
 from .. import config
 from ..config import TeachConfig, class_display_name
 from ..fsutil import atomic_write_bytes
+from ..images import to_display
+from ..owners import PerOwner
 
 SEEN = "__model_input__"          # what the model saw, beside the originals
 _NAME = re.compile(r"[\w\- ]+")
@@ -33,6 +34,10 @@ _NAME = re.compile(r"[\w\- ]+")
 
 class ExampleError(ValueError):
     """An example or class name refused; ``str(err)`` is for the visitor."""
+
+
+class ExamplesFull(ExampleError):
+    """The session holds as many examples, or as many bytes of them, as it may."""
 
 
 def class_name(text, known: list[str], limit: int = TeachConfig.max_class_chars) -> str:
@@ -72,18 +77,12 @@ class _Owned:
     bytes: int = 0
 
 
-class ExampleStore:
+class ExampleStore(PerOwner):
     """Per-owner examples under ``root`` (one sub-folder per owner, named by a hash). Thread-safe."""
 
     def __init__(self, root: Path, cfg: TeachConfig = TeachConfig()):
-        self.root = Path(root)
+        super().__init__(root, cfg.ttl_s)
         self.cfg = cfg
-        self._owners: dict[str, _Owned] = {}
-        self._lock = threading.Lock()
-
-    def folder(self, owner: str) -> Path:
-        # the owner's id comes from a client: hashed, it can never name a path
-        return self.root / hashlib.sha256(str(owner).encode()).hexdigest()[:24]
 
     def add(self, owner: str, original: Image.Image, seen: np.ndarray, label: str, source: str = "drawing") -> Example:
         """Keep ``original`` (a decoded image) and ``seen`` (the model input, (S, S, C) in [0, 1])
@@ -93,18 +92,18 @@ class ExampleStore:
             raise ExampleError("Examples belong to a session; this request has none.")
         self._sweep()
         data = _png(original)
-        seen_data = _png(Image.fromarray(_seen_pixels(seen)))
+        seen_data = _png(Image.fromarray(to_display(seen, scale=1)))
         digest = hashlib.sha256(data).hexdigest()[:16]
         limit = self.cfg.max_session_mb * 2**20
         with self._lock:
             owned = self._owners.setdefault(owner, _Owned())
             owned.used = time.monotonic()
             if len(owned.examples) >= self.cfg.max_examples:
-                raise ExampleError(f"This session already holds {self.cfg.max_examples} examples; remove some first.")
+                raise ExamplesFull(f"This session already holds {self.cfg.max_examples} examples; remove some first.")
             if any(e.id == digest for e in owned.examples):
                 raise ExampleError("That exact picture is already one of your examples.")
             if owned.bytes + len(data) + len(seen_data) > limit:
-                raise ExampleError(f"Your examples would pass {self.cfg.max_session_mb} MB; remove some first.")
+                raise ExamplesFull(f"Your examples would pass {self.cfg.max_session_mb} MB; remove some first.")
             folder = self.folder(owner)
             example = Example(digest, label, folder / label / f"{digest}.png", folder / SEEN / label / f"{digest}.png",
                               source, time.time())
@@ -143,19 +142,6 @@ class ExampleStore:
                     pass
         return True
 
-    def forget(self, owner: str | None) -> None:
-        """Drop every example of ``owner`` (reset, or the session ended)."""
-        if not owner:
-            return
-        with self._lock:
-            self._owners.pop(owner, None)
-            shutil.rmtree(self.folder(owner), ignore_errors=True)
-
-    def held(self) -> list[Path]:
-        """The folders of the owners whose examples are live (the housekeeping never removes them)."""
-        with self._lock:
-            return [self.folder(owner) for owner in self._owners]
-
     def snapshot(self, owner: str, dest: Path) -> Path:
         """A copy of the owner's originals in the dataset layout under ``dest``, which a teaching
         reads while the visitor goes on adding and removing."""
@@ -183,24 +169,11 @@ class ExampleStore:
             out.write(buffer.getvalue())
         return Path(name)
 
-    def _sweep(self) -> None:
-        """Forget owners unused for ``ttl_s`` (an API client has no session end to tell us)."""
-        now = time.monotonic()
-        with self._lock:
-            stale = [o for o, owned in self._owners.items() if now - owned.used > self.cfg.ttl_s]
-        for owner in stale:
-            self.forget(owner)
-
 
 def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG", optimize=False)
     return buffer.getvalue()
-
-
-def _seen_pixels(seen: np.ndarray) -> np.ndarray:
-    pixels = np.clip(np.asarray(seen, np.float32) * 255 + 0.5, 0, 255).astype(np.uint8)
-    return pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] == 1 else pixels
 
 
 def example_files(folder: Path) -> list[tuple[Path, str]]:

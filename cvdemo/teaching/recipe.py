@@ -150,7 +150,7 @@ def widen(model, n_classes: int, seed: int = config.SEED):
     return wider
 
 
-def scores(model, prepared, examples: Examples, base_val: np.ndarray | None, classes: list[str]) -> dict:
+def scores(model, prepared, examples: Examples, base_val: np.ndarray | None) -> dict:
     """Accuracy on the old validation split (``base_val``; None: not scored), on the taught examples and on the held-out ones."""
     from ..evaluate import predict_proba
 
@@ -274,7 +274,7 @@ def teach(base: Path, examples_dir: Path, out: Path | None = None, cfg: TeachCon
               "n_train": len(prepared.train_idx), "n_val": len(prepared.val_idx)})
         keras.utils.set_random_seed(cfg.seed)
         started = time.perf_counter()
-        before = scores(checkpoint.model, prepared, found, None, classes)
+        before = scores(checkpoint.model, prepared, found, None)
         before["val_accuracy"] = checkpoint.meta.get("val_accuracy")    # on this very split, when trained
         model = widen(checkpoint.model, len(classes), cfg.seed)
         family = checkpoint.meta.get("model", name)
@@ -293,7 +293,7 @@ def teach(base: Path, examples_dir: Path, out: Path | None = None, cfg: TeachCon
             merge_history(history, _head(model, name, prepared, offset, key, cfg, watch, emit))
         seconds = time.perf_counter() - started
         stopped = bool(stop is not None and stop.is_set())
-        after = scores(model, prepared, found, base_val, classes)
+        after = scores(model, prepared, found, base_val)
         taught = {"base": str(base), "from": source, "new_classes": found.new_classes, "counts": found.counts,
                   "examples": [prepared.relative(i) for i in range(offset, offset + len(found.labels))],
                   "held_out": [prepared.relative(offset + i) for i in np.flatnonzero(found.held)],
