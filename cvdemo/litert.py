@@ -4,7 +4,8 @@ pool of ``ai_edge_litert`` interpreters, and trusted only after it matches the c
 function on a probe batch. Anything else (no package, a refused conversion, a mismatch) serves
 the Keras function and says why. Training, gradients and Grad-CAM stay on TensorFlow.
 
-The interpreters are not thread-safe: a caller takes one from the pool and gives it back, so
+A server converts only in a child process (:func:`convert_in_child`): the converter can abort the
+process it runs in. The interpreters are not thread-safe: a caller takes one from the pool and gives it back, so
 ``config.LITERT_POOL`` calls run at once and the rest wait their turn.
 """
 from __future__ import annotations
@@ -15,6 +16,9 @@ import io
 import json
 import logging
 import queue
+import subprocess
+import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +109,29 @@ def convert(model) -> bytes:
         return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
+CHILD_TIMEOUT_S = 600
+
+
+def convert_in_child(model, timeout: float = CHILD_TIMEOUT_S) -> bytes:
+    """:func:`convert` in a child process (``python -m cvdemo.litert``), at low priority.
+
+    TensorFlow's converter aborts the whole process now and then when it runs beside another
+    thread that builds or traces models (seen after a teaching: the new set converting while
+    the same thread loads the rest of it), so a server never converts in its own process."""
+    with tempfile.TemporaryDirectory(prefix="cvdemo-litert-") as tmp:
+        source, target = Path(tmp) / "model.keras", Path(tmp) / "model.tflite"
+        model.save(source)
+        try:
+            done = subprocess.run([sys.executable, "-m", "cvdemo.litert", str(source), str(target)],
+                                  capture_output=True, text=True, timeout=timeout, cwd=config.ROOT)
+        except subprocess.TimeoutExpired as err:
+            raise RuntimeError(f"the converter took over {timeout:.0f} s") from err
+        if done.returncode != 0 or not target.is_file():
+            said = [line for line in done.stderr.splitlines() if line.strip()]
+            raise RuntimeError(f"the converter exited with {done.returncode}" + (f": {said[-1][:200]}" if said else ""))
+        return target.read_bytes()
+
+
 def cached_file(key: str, folders: list[Path]) -> Path | None:
     """The conversion of the model whose :func:`model_key` is ``key``, in the first of ``folders`` that holds it."""
     name = f"{key}.tflite"
@@ -112,17 +139,18 @@ def cached_file(key: str, folders: list[Path]) -> Path | None:
 
 
 def converted(model, cache: Path | None = None, beside: Path | None = None,
-              key: str | None = None) -> tuple[bytes, Path | None]:
+              key: str | None = None, isolated: bool = False) -> tuple[bytes, Path | None]:
     """(``convert(model)``, the file it came from): read from ``beside`` (a checkpoint folder's
     ``litert/``, shipped with it) or the cache (``config.LITERT_CACHE``) when the same model was
     converted before; else converted now and written to the cache. ``key``: the model's
-    :func:`model_key` when the caller has it (it hashes every weight)."""
+    :func:`model_key` when the caller has it (it hashes every weight); ``isolated``: convert in a
+    child process (:func:`convert_in_child`)."""
     cache = config.LITERT_CACHE if cache is None else Path(cache)
     key = key or model_key(model)
     found = cached_file(key, [f for f in (beside, cache) if f is not None])
     if found is not None:
         return found.read_bytes(), found
-    flat = convert(model)
+    flat = convert_in_child(model) if isolated else convert(model)
     try:
         atomic_write_bytes(cache / f"{key}.tflite", flat)
     except OSError as err:         # a read-only disk: convert again next start, serve now
@@ -181,7 +209,7 @@ def fast_inference(model, input_shape: tuple[int, ...], backend: str | None = No
 
     def upgrade():
         with _CONVERTING:
-            lite, reason = _checked(model, input_shape, cache, beside, key)
+            lite, reason = _checked(model, input_shape, cache, beside, key, isolated=True)
         if lite is not None:
             served.infer, served.backend = lite, "litert"
         served.reason = reason
@@ -191,7 +219,7 @@ def fast_inference(model, input_shape: tuple[int, ...], backend: str | None = No
     return served
 
 
-def _checked(model, input_shape, cache, beside, key: str) -> tuple[LiteRTModel | None, str]:
+def _checked(model, input_shape, cache, beside, key: str, isolated: bool = False) -> tuple[LiteRTModel | None, str]:
     """(LiteRT for ``model``, "") if it converts and answers like it; else (None, the reason,
     logged). A cached conversion that fails is converted again, once."""
     # one eager call is the reference: tracing the Keras function is only worth it for a fallback
@@ -200,7 +228,7 @@ def _checked(model, input_shape, cache, beside, key: str) -> tuple[LiteRTModel |
     for _ in range(2):
         source = None
         try:
-            flat, source = converted(model, cache, beside, key)
+            flat, source = converted(model, cache, beside, key, isolated)
             lite = LiteRTModel(flat, outputs=len(model.outputs))
             reason = mismatch(lite, reference, probe_batch(input_shape))
         except Exception as err:        # noqa: BLE001 - any refusal falls back, with its reason
@@ -216,3 +244,21 @@ def _checked(model, input_shape, cache, beside, key: str) -> tuple[LiteRTModel |
 
 def _arrays(out):
     return [np.asarray(t) for t in out] if isinstance(out, (list, tuple)) else np.asarray(out)
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m cvdemo.litert SOURCE.keras TARGET.tflite``: :func:`convert_in_child`'s child."""
+    import os
+
+    import keras
+
+    from . import layers  # noqa: F401 - registers the custom layers the saved model names
+
+    os.nice(10)                     # the server's requests come first
+    flat = convert(keras.models.load_model(argv[0], compile=False))
+    atomic_write_bytes(Path(argv[1]), flat)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -127,6 +127,22 @@ def test_a_model_without_a_conversion_serves_keras_until_its_conversion_is_check
     np.testing.assert_allclose(served.infer(batch)[0], first[0], atol=1e-4)
 
 
+def test_a_background_conversion_that_fails_in_its_child_serves_keras_and_says_why(tmp_path):
+    import keras
+
+    from cvdemo import litert
+
+    inputs = keras.Input((28, 28, 1), name="image")
+    doubled = keras.layers.Lambda(lambda x: 2 * x)(inputs)        # the child's safe loading refuses it
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(doubled)))
+    served = litert.fast_inference(model, (28, 28, 1), cache=tmp_path, when="background")
+    assert served.ready.wait(120)
+    assert served.backend == "keras" and "the converter exited with 1" in served.reason, served.reason
+    assert not list(tmp_path.glob("*.tflite"))
+    batch = _digits(2)
+    np.testing.assert_allclose(served.infer(batch), np.asarray(model(batch)), atol=1e-6)
+
+
 def test_with_conversion_off_only_an_existing_conversion_is_used(two_outputs, tmp_path):
     from cvdemo import litert
 
