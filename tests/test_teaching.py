@@ -148,3 +148,16 @@ def test_service_teaches_one_session_and_refuses_too_few_or_a_second_run(tiny_ch
     assert not list((tmp_path / "runs").glob(".*-examples"))       # the run's copy of the examples is gone
     service.end_session("alice")
     assert service.examples.counts("alice") == {}
+
+
+def test_the_sample_dataset_is_rebuilt_when_the_models_replay_it_on_a_fresh_checkout(tmp_path, monkeypatch):
+    from cvdemo import config
+    from cvdemo.teaching.recipe import replay_split
+
+    sample = tmp_path / "Hand_written_digits"
+    monkeypatch.setattr(config, "SAMPLE_DATA_DIR", sample)
+    prepared = replay_split({"data": {"root": str(sample)}, "split": {"val_fraction": 0.2, "seed": 1}})
+    assert prepared.arrays.class_names == ["0_digits", "1_digits", "2_digits"]
+    assert len(prepared.train_idx) > 1000 and sample.is_dir()
+    with pytest.raises(Exception, match="not on this machine"):
+        replay_split({"data": {"root": str(tmp_path / "gone")}})

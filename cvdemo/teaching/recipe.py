@@ -107,6 +107,10 @@ def replay_split(meta: dict):
     folder). Raises DatasetError when its data is not on this machine."""
     root = Path(meta["data"]["root"])
     root = root if root.is_absolute() else config.ROOT / root
+    if root.resolve() == Path(config.SAMPLE_DATA_DIR).resolve():
+        from ..data import ensure_sample_dataset
+
+        ensure_sample_dataset(root)          # a fresh checkout ships the models, not their data
     if not root.is_dir():
         raise DatasetError(f"The models' training data ({meta['data']['root']}) is not on this machine; teaching "
                            "replays it so that the classes they know are kept.")
