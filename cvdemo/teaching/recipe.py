@@ -198,7 +198,46 @@ def _end_to_end(model, name: str, x, y, prepared, cfg: TeachConfig, watch) -> di
                        callbacks=watch("teach", steps)).history
 
 
-_FEATURES: dict[tuple, np.ndarray] = {}     # (model file hash, data fingerprint) -> replay features
+# The fine-tuned model's frozen backbone, traced once, and its features of the replayed split,
+# kept for the next teaching from the same checkpoint: (model file hash, data fingerprint) -> them.
+_BACKBONE: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+_FEATURES: dict[tuple, np.ndarray] = {}
+
+
+def backbone_of(model, key: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The frozen backbone of a fine-tuned ``model`` (images -> pooled features) on one traced
+    function, kept per checkpoint (``key``: its file hash), as teaching never changes it."""
+    from ..models import batched, compiled_inference, split_finetuned
+
+    key = key or f"unsaved {id(model)}"
+    if key not in _BACKBONE:
+        _BACKBONE.clear()
+        features, _ = split_finetuned(model)
+        _BACKBONE[key] = batched(compiled_inference(features, tuple(model.input.shape[1:])), 128)
+    return _BACKBONE[key]
+
+
+class Fast:
+    """A taught model's probabilities (called like a model) and ``embed`` from traced functions:
+    the end-to-end ones whole, the fine-tuned one as its cached backbone and then its head."""
+
+    def __init__(self, model, backbone: Callable[[np.ndarray], np.ndarray] | None = None):
+        import keras
+
+        from ..models import batched, compiled_inference, finetuned_tail
+
+        if backbone is None:
+            both = keras.Model(model.input, [model.output, model.get_layer("embedding").output])
+            self._both = compiled_inference(both, tuple(model.input.shape[1:]))
+        else:
+            tail = finetuned_tail(model)
+            self._both = lambda x: [np.asarray(t) for t in tail(backbone(x), training=False)]
+        self._proba = batched(lambda x: self._both(x)[0])
+        self.embed = batched(lambda x: self._both(x)[1])
+        self.output_shape = model.output_shape
+
+    def __call__(self, batch: np.ndarray, training: bool = False) -> np.ndarray:
+        return self._proba(batch)
 
 
 def _head(model, name: str, prepared, offset: int, key: tuple, cfg: TeachConfig, watch, emit: OnEvent) -> dict:
@@ -209,8 +248,8 @@ def _head(model, name: str, prepared, offset: int, key: tuple, cfg: TeachConfig,
     from ..fitting import compile_model, in_order, shuffled_batches
     from ..models import split_finetuned
 
-    features, head = split_finetuned(model)
-    predict = lambda x: features.predict(in_order(x, batch_size=128), verbose=0)   # noqa: E731
+    _, head = split_finetuned(model)
+    predict = backbone_of(model, key[0])
     from_examples = prepared.train_idx >= offset
     replay_y, example_rows = prepared.y_train[~from_examples], np.flatnonzero(from_examples)
     if key not in _FEATURES:
@@ -278,26 +317,28 @@ def teach(base: Path, examples_dir: Path, out: Path | None = None, cfg: TeachCon
               "n_train": len(prepared.train_idx), "n_val": len(prepared.val_idx)})
         keras.utils.set_random_seed(cfg.seed)
         started = time.perf_counter()
-        before = scores(checkpoint.model, prepared, found, None)
+        key = (checkpoint.meta.get("model_sha256"), replayed.fingerprint)
+        family = checkpoint.meta.get("model", name)
+        fit = _end_to_end if family in END_TO_END else None
+        backbone = None if fit else backbone_of(checkpoint.model, key[0])
+        before = scores(Fast(checkpoint.model, backbone), prepared, found, None)
         before["val_accuracy"] = checkpoint.meta.get("val_accuracy")    # on this very split, when trained
         model = widen(checkpoint.model, len(classes), cfg.seed)
-        family = checkpoint.meta.get("model", name)
         emit({"kind": "start", "model": name, "epochs": cfg.epochs, "params": model.count_params()})
 
         def watch(phase: str, steps: int, name=name, started=started):
             return progress_callbacks(name, phase, cfg.epochs, steps, emit, stop, started, None)
 
         history: dict = {}
-        fit = _end_to_end if family in END_TO_END else None
         if fit:
             merge_history(history, fit(model, name, *_oversampled(prepared, offset, len(known), cfg), prepared, cfg,
                                        watch))
         else:
-            key = (checkpoint.meta.get("model_sha256"), replayed.fingerprint)
             merge_history(history, _head(model, name, prepared, offset, key, cfg, watch, emit))
         seconds = time.perf_counter() - started
         stopped = bool(stop is not None and stop.is_set())
-        after = scores(model, prepared, found, base_val)
+        fast = Fast(model, backbone)
+        after = scores(fast, prepared, found, base_val)
         taught = {"base": str(base), "from": source, "new_classes": found.new_classes, "counts": found.counts,
                   "examples": [prepared.relative(i) for i in range(offset, offset + len(found.labels))],
                   "held_out": [prepared.relative(offset + i) for i in np.flatnonzero(found.held)],
@@ -308,7 +349,7 @@ def teach(base: Path, examples_dir: Path, out: Path | None = None, cfg: TeachCon
         meta = _meta(family, model, prepared, TrainConfig(epochs=cfg.epochs),
                      history, seconds, weights=base_meta.get("weights") if base_meta.get("backbone") else None,
                      backbone=base_meta.get("backbone"),
-                     extra={"taught": taught, **{k: base_meta[k] for k in ("finetune",) if k in base_meta}})
+                     extra={"taught": taught, **{k: base_meta[k] for k in ("finetune",) if k in base_meta}}, fast=fast)
         result = Taught(name, model, meta, before, after, seconds, stopped)
         if out is not None and not stopped:
             ckpt.save(model, meta, out, name)
