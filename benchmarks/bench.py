@@ -31,7 +31,7 @@ from .options import FULL, MODELS, QUICK, SECTIONS, BenchOptions, percentile, su
 from .retrieval import bench_retrieval, bench_synthetic
 from .serving import bench_app, peak_rss_mb
 from .targets import check_targets
-from .teach import bench_teach
+from .teach import bench_correction, bench_teach
 from .upkeep import bench_upkeep
 
 __all__ = ["FULL", "QUICK", "SECTIONS", "BenchOptions", "bench_synthetic", "check_targets", "machine_info",
@@ -147,6 +147,7 @@ def _measure(section: str, opts: BenchOptions, document: dict, workdir: Path, sk
         document["upkeep"] = bench_upkeep(opts, workdir, tick)
     elif section == "teach":
         document["teach"] = bench_teach(Path(opts.checkpoints), workdir)
+        document["teach"]["correction"] = bench_correction(Path(opts.checkpoints), workdir)
     elif section == "retrieval":
         document["retrieval"] = bench_retrieval(opts, workdir, tick)
 

@@ -199,6 +199,15 @@ def _classify_rows(document: dict) -> list[str]:
                          f"{_status(document, f'taught {name}: held-out 3s (worst of other hands, MNIST)')} "
                          f"{_status(document, f'taught {name}: val accuracy on 0/1/2')} "
                          f"{_status(document, f'taught {name}: worst robustness set')} |")
+        c = t.get("correction") or {}
+        for name, m in c.get("models", {}).items():
+            lines.append(f"| Corrected {c['corrections']} misread 2s ({c['seconds']:.1f} s for both, the server's second "
+                         f"teaching): {name}: those 2s / their {c['neighbours']} misread neighbours, before → after; "
+                         f"val 0/1/2 after | {m['corrected_before']:.0%} → {m['corrected_after']:.0%} / "
+                         f"{m['neighbours_before']:.0%} → {m['neighbours_after']:.0%}; {m['val_accuracy']:.2%} | | "
+                         f"{_status(document, f'corrected {name}: the 10 misread 2s taught')} "
+                         f"{_status(document, f'corrected {name}: their misread neighbours gain')} "
+                         f"{_status(document, f'corrected {name}: val accuracy on 0/1/2')} |")
     if document.get("cold_start"):
         e = document["cold_start"]
         lines.append(f"| Cold start `python app.py` → first /classify answer, s | {_fmt(e['p50'])} | "

@@ -85,6 +85,13 @@ TARGETS = (
                ">=", 0.9),
         Target(f"taught {model}: val accuracy on 0/1/2", ("teach", "models", model, "val_accuracy"), ">=", 0.99),
         Target(f"taught {model}: worst robustness set", ("teach", "models", model, "robustness_min"), ">=", 0.95))),
+    *(t for model in ("scratch", "finetuned") for t in (
+        Target(f"corrected {model}: the 10 misread 2s taught", ("teach", "correction", "models", model, "corrected_after"),
+               ">=", 1.0),
+        Target(f"corrected {model}: their misread neighbours gain", ("teach", "correction", "models", model,
+                                                                     "neighbours_gain"), ">", 0.0),
+        Target(f"corrected {model}: val accuracy on 0/1/2", ("teach", "correction", "models", model, "val_accuracy"),
+               ">=", 0.995))),
     Target("cold start", ("cold_start_s",), "<=", 20, "s"),
     Target("app peak memory", ("rss_mb",), "<=", 1536, "MB"),
 )

@@ -258,7 +258,7 @@ def _head(model, name: str, prepared, offset: int, key: tuple, cfg: TeachConfig,
         _FEATURES.clear()
         _FEATURES[key] = predict(prepared.x_train[~from_examples])
     x_ex, y_ex = prepared.x_train[example_rows], prepared.y_train[example_rows]
-    per_class = cfg.example_share * len(replay_y) / max(1, int(replay_y.max()) + 1)
+    per_class = cfg.head_example_share * len(replay_y) / max(1, int(replay_y.max()) + 1)
     augment = make_augmenter(prepared.arrays.profile, cfg.seed)
     views, labels = [x_ex], [y_ex]
     for c in np.unique(y_ex):             # augmented views, not copies, make up each class's share
