@@ -163,16 +163,22 @@ def _resolve(directory: Path, name: str) -> tuple[Path, dict]:
 
 def load(directory: Path, name: str) -> Checkpoint:
     """Load a checkpoint (safe mode, no compile). Raises CheckpointError with the reason."""
+    model_path, meta = _resolve(directory, name)
+    try:
+        model = load_model_file(model_path)
+    except Exception as err:
+        raise CheckpointError(f"{model_path.name} could not be loaded: {type(err).__name__}: {err}") from None
+    return Checkpoint(name=name, model=model, meta=meta, path=model_path)
+
+
+def load_model_file(path: Path):
+    """The one place a model file is deserialised: Keras safe mode (no code in the file runs),
+    no compile, the custom layers registered first."""
     import keras
 
     from . import layers  # noqa: F401  registers the custom layers before deserialising
 
-    model_path, meta = _resolve(directory, name)
-    try:
-        model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
-    except Exception as err:
-        raise CheckpointError(f"{model_path.name} could not be loaded: {type(err).__name__}: {err}") from None
-    return Checkpoint(name=name, model=model, meta=meta, path=model_path)
+    return keras.saving.load_model(path, compile=False, safe_mode=True)
 
 
 def list_names(directory: Path) -> list[str]:

@@ -250,12 +250,10 @@ def _main(argv: list[str]) -> int:
     """``python -m cvdemo.litert SOURCE.keras TARGET.tflite``: :func:`convert_in_child`'s child."""
     import os
 
-    import keras
-
-    from . import layers  # noqa: F401 - registers the custom layers the saved model names
+    from .checkpoints import load_model_file
 
     os.nice(10)                     # the server's requests come first
-    flat = convert(keras.models.load_model(argv[0], compile=False))
+    flat = convert(load_model_file(Path(argv[0])))
     atomic_write_bytes(Path(argv[1]), flat)
     return 0
 

@@ -176,6 +176,7 @@ def test_uploaded_models_are_never_loaded(server):
     for module, name, keywords in calls:
         assert module == "checkpoints.py" and name == "keras.saving.load_model", (module, name)
         assert keywords.get("safe_mode") == "True" and keywords.get("compile") == "False"
+    assert len(calls) == 1, calls                 # one loader: checkpoints.load_model_file
     demo = server[3]
     accepted = [t for c in demo.config["components"] for t in (c.get("props", {}).get("file_types") or [])]
     assert accepted and not {t.lower() for t in accepted} & {".keras", ".h5", ".pkl", ".pickle", ".npy", ".pt"}
