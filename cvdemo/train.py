@@ -236,10 +236,12 @@ def _fine_tune(model, prepared: Prepared, cfg: TrainConfig, ft: FinetuneConfig, 
 
 
 def _meta(name, model, prepared: Prepared, cfg: TrainConfig, history: dict, seconds: float,
-          weights: str | None, backbone: str | None, extra: dict | None = None, fast=None) -> dict:
+          weights: str | None, backbone: str | None, extra: dict | None = None, fast=None,
+          novelty_images: np.ndarray | None = None) -> dict:
     """The checkpoint metadata of a trained model: its scores on the validation split and its
     novelty. ``fast``: a faster callable of the model (probabilities of a batch) with an
-    ``embed`` method, when the caller has one (teaching's)."""
+    ``embed`` method, when the caller has one (teaching's); ``novelty_images``: the images the
+    novelty bank is drawn from (default: the training split)."""
     from .backbones import describe_weights
     from .evaluate import evaluate_model
     from .explain.calibrate import fit_model
@@ -250,7 +252,8 @@ def _meta(name, model, prepared: Prepared, cfg: TrainConfig, history: dict, seco
     family = name if name in ("scratch", "lenet") else "finetuned"
     # fitted on this run's split: the bank from training images, the threshold from validation
     val_files = [prepared.relative(i) for i in prepared.val_idx]
-    novelty = fit_model(model, family, arrays.profile, prepared.x_train, prepared.x_val, val_files,
+    bank_from = prepared.x_train if novelty_images is None else novelty_images
+    novelty = fit_model(model, family, arrays.profile, bank_from, prepared.x_val, val_files,
                         embed=fast.embed if fast is not None else None)
     return {
         "model": family,

@@ -330,9 +330,11 @@ def teach(base: Path, examples_dir: Path, out: Path | None = None, cfg: TeachCon
             return progress_callbacks(name, phase, cfg.epochs, steps, emit, stop, started, None)
 
         history: dict = {}
+        # the novelty bank too: a handful of examples among 2,000 views would leave a taught
+        # class's drawings farther than the 10th neighbour, "unlike anything taught"
+        x_over, y_over = _oversampled(prepared, offset, len(known), cfg)
         if fit:
-            merge_history(history, fit(model, name, *_oversampled(prepared, offset, len(known), cfg), prepared, cfg,
-                                       watch))
+            merge_history(history, fit(model, name, x_over, y_over, prepared, cfg, watch))
         else:
             merge_history(history, _head(model, name, prepared, offset, key, cfg, watch, emit))
         seconds = time.perf_counter() - started
@@ -349,7 +351,8 @@ def teach(base: Path, examples_dir: Path, out: Path | None = None, cfg: TeachCon
         meta = _meta(family, model, prepared, TrainConfig(epochs=cfg.epochs),
                      history, seconds, weights=base_meta.get("weights") if base_meta.get("backbone") else None,
                      backbone=base_meta.get("backbone"),
-                     extra={"taught": taught, **{k: base_meta[k] for k in ("finetune",) if k in base_meta}}, fast=fast)
+                     extra={"taught": taught, **{k: base_meta[k] for k in ("finetune",) if k in base_meta}}, fast=fast,
+                     novelty_images=x_over)
         result = Taught(name, model, meta, before, after, seconds, stopped)
         if out is not None and not stopped:
             ckpt.save(model, meta, out, name)
