@@ -116,6 +116,12 @@ def split_finetuned(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     return features, head
 
 
+def with_embedding(model: keras.Model) -> keras.Model:
+    """``model`` with two outputs, image -> (probabilities, ``embedding`` features): the served
+    graph, one forward pass for the answer and its novelty."""
+    return keras.Model(model.inputs, [model.output, model.get_layer("embedding").output])
+
+
 def finetuned_tail(model: keras.Model) -> keras.Model:
     """The head of a fine-tuned model with two outputs: features -> (probabilities, embedding)."""
     return _split(model)[2]

@@ -109,17 +109,16 @@ class ServedModel:
     ``backend_reason`` why)."""
 
     def __init__(self, checkpoint, backend: str | None = None):
-        import keras
-
         from ..explain.novelty import NoveltyModel
         from ..litert import fast_inference
+        from ..models import with_embedding
 
         self.checkpoint = checkpoint
         self.name = checkpoint.name
         self.meta = checkpoint.meta
         self.novelty = NoveltyModel.from_meta(checkpoint.meta)
         model = checkpoint.model
-        both = keras.Model(model.inputs, [model.output, model.get_layer("embedding").output])
+        both = with_embedding(model)
         # a conversion shipped beside the checkpoint (python -m cvdemo convert) spares the first start
         served = fast_inference(both, tuple(checkpoint.input_shape), backend=backend,
                                 beside=Path(checkpoint.path).parent / "litert")

@@ -222,13 +222,10 @@ class Fast:
     the end-to-end ones whole, the fine-tuned one as its cached backbone and then its head."""
 
     def __init__(self, model, backbone: Callable[[np.ndarray], np.ndarray] | None = None):
-        import keras
-
-        from ..models import batched, compiled_inference, finetuned_tail
+        from ..models import batched, compiled_inference, finetuned_tail, with_embedding
 
         if backbone is None:
-            both = keras.Model(model.input, [model.output, model.get_layer("embedding").output])
-            self._both = compiled_inference(both, tuple(model.input.shape[1:]))
+            self._both = compiled_inference(with_embedding(model), tuple(model.input.shape[1:]))
         else:
             tail = finetuned_tail(model)
             self._both = lambda x: [np.asarray(t) for t in tail(backbone(x), training=False)]
@@ -240,16 +237,17 @@ class Fast:
         return self._proba(batch)
 
 
-def _head(model, name: str, prepared, offset: int, key: tuple, cfg: TeachConfig, watch, emit: OnEvent) -> dict:
+def _head(model, name: str, prepared, offset: int, key: tuple, predict: Callable[[np.ndarray], np.ndarray],
+          cfg: TeachConfig, watch, emit: OnEvent) -> dict:
     """The backbone frozen: its features of the replayed split (computed once per backbone and
     data, kept for the next teaching), of the taught examples and of ``repeats`` augmented views
-    of each, the head fitted on them (``head_passes`` passes per reported epoch)."""
+    of each, the head fitted on them (``head_passes`` passes per reported epoch). ``predict``:
+    the backbone (:func:`backbone_of`)."""
     from ..data import make_augmenter
     from ..fitting import compile_model, in_order, shuffled_batches
     from ..models import split_finetuned
 
     _, head = split_finetuned(model)
-    predict = backbone_of(model, key[0])
     from_examples = prepared.train_idx >= offset
     replay_y, example_rows = prepared.y_train[~from_examples], np.flatnonzero(from_examples)
     if key not in _FEATURES:
@@ -336,7 +334,7 @@ def teach(base: Path, examples_dir: Path, out: Path | None = None, cfg: TeachCon
         if fit:
             merge_history(history, fit(model, name, x_over, y_over, prepared, cfg, watch))
         else:
-            merge_history(history, _head(model, name, prepared, offset, key, cfg, watch, emit))
+            merge_history(history, _head(model, name, prepared, offset, key, backbone, cfg, watch, emit))
         seconds = time.perf_counter() - started
         stopped = bool(stop is not None and stop.is_set())
         fast = Fast(model, backbone)
