@@ -29,11 +29,9 @@ def _write_threes(folder: Path, per_style: int, seed: int) -> Path:
 
 
 def _accuracy(model, folder: Path, label: int) -> float:
-    from cvdemo.evaluate import predict_proba
     from cvdemo.images import preprocess
 
-    images = np.stack([preprocess(p) for p in sorted(folder.iterdir())])
-    return round(float((predict_proba(model, images).argmax(1) == label).mean()), 4)
+    return _right(model, np.stack([preprocess(p) for p in sorted(folder.iterdir())]), label)
 
 
 def _robustness(results: dict, workdir: Path) -> dict:
@@ -60,10 +58,10 @@ def _robustness(results: dict, workdir: Path) -> dict:
 CORRECTIONS = 10
 
 
-def _misread_twos(checkpoints: Path, workdir: Path, seed: int) -> tuple[list[Path], dict]:
-    """2s that either shipped model misreads, in a seeded order: drawn ones in every hand style
-    and pen of the 2, and the UCI writers' 2s; with how many of each source were misread."""
-    from cvdemo import checkpoints as ckpt
+def _misread_twos(shipped: dict, workdir: Path, seed: int) -> tuple[list[Path], np.ndarray, dict]:
+    """2s that any of the ``shipped`` models (name -> checkpoint) misreads, in a seeded order:
+    drawn ones in every hand style and pen of the 2, and the UCI writers' 2s; their files, their
+    model inputs, and how many of each source were misread."""
     from cvdemo.evaluate import predict_proba
     from cvdemo.images import preprocess
     from cvdemo.testsets import write_testsets
@@ -75,17 +73,22 @@ def _misread_twos(checkpoints: Path, workdir: Path, seed: int) -> tuple[list[Pat
     for i in range(40 * len(STYLES[2])):
         style, pen = STYLES[2][i % len(STYLES[2])], tuple(PENS)[(i // len(STYLES[2])) % len(PENS)]
         draw_style(2, style, rng, pen).save(drawn / f"{style}_{pen}_{i:03d}.png")
-    writers = write_testsets(workdir, ["writers"])["writers"] / "2_digits"
-    candidates = sorted(drawn.iterdir()) + sorted(writers.iterdir())
+    writers = sorted((write_testsets(workdir, ["writers"])["writers"] / "2_digits").iterdir())
+    candidates = sorted(drawn.iterdir()) + writers
     images = np.stack([preprocess(p) for p in candidates])
     wrong = np.zeros(len(candidates), bool)
-    for name in TAUGHT:
-        model = ckpt.load(checkpoints, name).model
-        label = ckpt.read_meta(checkpoints, name)["class_names"].index("2_digits")
-        wrong |= predict_proba(model, images).argmax(1) != label
-    misread = [candidates[i] for i in rng.permutation(np.flatnonzero(wrong))]
-    n_drawn = len(candidates) - len(list(writers.iterdir()))
-    return misread, {"drawn": int(wrong[:n_drawn].sum()), "writers": int(wrong[n_drawn:].sum())}
+    for checkpoint in shipped.values():
+        wrong |= predict_proba(checkpoint.model, images).argmax(1) != checkpoint.class_names.index("2_digits")
+    order = rng.permutation(np.flatnonzero(wrong))
+    n_drawn = len(candidates) - len(writers)
+    return ([candidates[i] for i in order], images[order],
+            {"drawn": int(wrong[:n_drawn].sum()), "writers": int(wrong[n_drawn:].sum())})
+
+
+def _right(model, images: np.ndarray, label: int) -> float:
+    from cvdemo.evaluate import predict_proba
+
+    return round(float((predict_proba(model, images).argmax(1) == label).mean()), 4)
 
 
 def bench_correction(checkpoints: Path, workdir: Path) -> dict:
@@ -93,36 +96,29 @@ def bench_correction(checkpoints: Path, workdir: Path) -> dict:
     import shutil
 
     from cvdemo import checkpoints as ckpt
-    from cvdemo.evaluate import predict_proba
-    from cvdemo.images import preprocess
     from cvdemo.teaching import teach
 
-    misread, sources = _misread_twos(Path(checkpoints), workdir / "correction-pool", config.SEED + 53)
+    shipped = {name: ckpt.load(Path(checkpoints), name) for name in TAUGHT}
+    misread, images, sources = _misread_twos(shipped, workdir / "correction-pool", config.SEED + 53)
     if len(misread) < CORRECTIONS + 5:
         return {"skipped": f"only {len(misread)} misread 2s found"}
     examples = workdir / "correction-examples" / "2_digits"
     examples.mkdir(parents=True)
     for i, path in enumerate(misread[:CORRECTIONS]):
         shutil.copy(path, examples / f"{i:02d}_{path.name}")
-    taught_images = np.stack([preprocess(p) for p in misread[:CORRECTIONS]])
-    neighbours = np.stack([preprocess(p) for p in misread[CORRECTIONS:]])
+    taught_images, neighbours = images[:CORRECTIONS], images[CORRECTIONS:]
     started = time.perf_counter()
     results = teach(Path(checkpoints), examples.parent, None, models=TAUGHT)
     total = time.perf_counter() - started
-
-    def accuracy(model, images, label):
-        return round(float((predict_proba(model, images).argmax(1) == label).mean()), 4)
-
     models = {}
     for name, r in results.items():
-        label = r.meta["class_names"].index("2_digits")
-        before = ckpt.load(Path(checkpoints), name).model
+        label, before = r.meta["class_names"].index("2_digits"), shipped[name].model
         models[name] = {"seconds": round(r.seconds, 2), "val_accuracy": r.after["val_accuracy"],
                         "val_accuracy_before": r.before["val_accuracy"],
-                        "corrected_before": accuracy(before, taught_images, label),
-                        "corrected_after": accuracy(r.model, taught_images, label),
-                        "neighbours_before": accuracy(before, neighbours, label),
-                        "neighbours_after": accuracy(r.model, neighbours, label)}
+                        "corrected_before": _right(before, taught_images, label),
+                        "corrected_after": _right(r.model, taught_images, label),
+                        "neighbours_before": _right(before, neighbours, label),
+                        "neighbours_after": _right(r.model, neighbours, label)}
         models[name]["neighbours_gain"] = round(models[name]["neighbours_after"] - models[name]["neighbours_before"], 4)
     return {"corrections": CORRECTIONS, "neighbours": len(neighbours), "misread_by_source": sources,
             "seconds": round(total, 2), "models": models}
