@@ -28,6 +28,7 @@ class BackboneSpec:
     module: str                           # the module with the builder and its own ``preprocess_input``
     imagenet_file: str                    # file name Keras caches under $KERAS_HOME/models
     fine_tune_from: str                   # first layer unfrozen in phase 2
+    teach_from: str                       # first layer teaching trains (cvdemo.teaching): the last block or so
     kwargs: tuple = ()
 
     def preprocess_input(self, x):
@@ -44,17 +45,19 @@ BACKBONES: dict[str, BackboneSpec] = {
     "mobilenet_v2": BackboneSpec(
         "mobilenet_v2", 96, "MobileNetV2", "keras.applications.mobilenet_v2",
         "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5",
-        fine_tune_from="block_3_expand", kwargs=(("alpha", 0.35),)),
+        fine_tune_from="block_3_expand", teach_from="block_16_expand", kwargs=(("alpha", 0.35),)),
     "vgg16": BackboneSpec(
         "vgg16", 64, "VGG16", "keras.applications.vgg16", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        fine_tune_from="block5_conv1"),
+        fine_tune_from="block5_conv1", teach_from="block5_conv3"),
     "resnet50": BackboneSpec(
         "resnet50", 64, "ResNet50", "keras.applications.resnet50",
-        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", fine_tune_from="conv5_block3_1_conv"),
+        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", fine_tune_from="conv5_block3_1_conv",
+        teach_from="conv5_block3_1_conv"),
     # Keras 3 dropped ResNet-RS from keras.applications: cvdemo builds it itself (cvdemo.resnet_rs)
     "resnet_rs50": BackboneSpec(
         "resnet_rs50", 64, "ResNetRS50", "cvdemo.resnet_rs", "resnet-rs-50-i160_notop.h5",
-        fine_tune_from="BlockGroup5__block_2__conv_1"),
+        fine_tune_from="BlockGroup5__block_2__conv_1",
+        teach_from="BlockGroup5__block_2__conv_1"),
 }
 
 

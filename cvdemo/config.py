@@ -147,14 +147,16 @@ class TeachConfig:
     """Teaching the models a visitor's examples (``cvdemo.teaching``): how the examples are kept
     and how both models learn them from their current weights."""
 
-    # benchmarks/teach.py chose these: 3 epochs at a 0.75 share take the scratch CNN's held-out
-    # MNIST 3s from 70% to 100% (val 0/1/2 99.3%); the head loses old classes above a 0.5 share
+    # benchmarks/teach.py chose these (docs/decisions.md): 3 epochs at a 0.75 share take the
+    # scratch CNN's held-out MNIST 3s from 70% to 100% (val 0/1/2 99.3%)
     epochs: int = 3               # passes over the training split plus the oversampled examples
     learning_rate: float = 1e-3   # end to end (the from-scratch models): low, the weights are good already
-    head_learning_rate: float = 2e-3   # the fine-tuned model's head, on its frozen backbone's features
-    head_passes: int = 3          # passes over the cached features per reported epoch (they are cheap)
+    # the fine-tuned model's last backbone block and head (BackboneSpec.teach_from up), on the
+    # cached activations of the frozen layers below
+    top_learning_rate: float = 2e-3
+    top_passes: int = 2           # passes over the cached activations per reported epoch (they are cheap)
     example_share: float = 0.75   # each taught class weighs at least this share of an old class's images
-    head_example_share: float = 0.5    # the same for the fine-tuned head
+    top_example_share: float = 0.5     # the same for the fine-tuned model's top (more costs old classes)
     min_new_class: int = 5        # examples a class the models do not know yet needs
     holdout_from: int = 10        # a class with this many examples keeps every holdout_every-th one aside
     holdout_every: int = 5

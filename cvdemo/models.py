@@ -107,13 +107,15 @@ def pooled_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, model.get_layer("embedding").input, name=f"{model.name}_pooled")
 
 
-def split_finetuned(model: keras.Model) -> tuple[keras.Model, keras.Model]:
-    """(features, head) halves of a fine-tuned model: image -> pooled features, features -> probs.
+def split_finetuned(model: keras.Model, at: str | None = None) -> tuple[keras.Model, keras.Model]:
+    """(lower, upper) halves of a fine-tuned model: image -> activations, activations -> probabilities.
 
-    Lets training compute the frozen backbone's features once and fit the head on them.
+    ``at``: the backbone layer whose input is the cut, so that training computes the frozen
+    lower layers' activations once and fits the layers above on them; None: the backbone's
+    pooled output, the head alone above it.
     """
-    features, head, _ = _split(model)
-    return features, head
+    lower, upper, _ = _split(model, at)
+    return lower, upper
 
 
 def with_embedding(model: keras.Model) -> keras.Model:
@@ -122,20 +124,32 @@ def with_embedding(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, [model.output, model.get_layer("embedding").output])
 
 
-def finetuned_tail(model: keras.Model) -> keras.Model:
-    """The head of a fine-tuned model with two outputs: features -> (probabilities, embedding)."""
-    return _split(model)[2]
+def finetuned_tail(model: keras.Model, at: str | None = None) -> keras.Model:
+    """The upper half of :func:`split_finetuned` with two outputs: activations -> (probabilities, embedding)."""
+    return _split(model, at)[2]
 
 
-def _split(model: keras.Model) -> tuple[keras.Model, keras.Model, keras.Model]:
+def _split(model: keras.Model, at: str | None) -> tuple[keras.Model, keras.Model, keras.Model]:
     base = model.get_layer("backbone")
-    features = keras.Model(model.inputs, model.get_layer("feature_dropout").input, name="features")
-    head_in = keras.Input(base.output.shape[1:], name="features")
-    x = model.get_layer("feature_dropout")(head_in)
+    if at is None:
+        lower = keras.Model(model.inputs, model.get_layer("feature_dropout").input, name="features")
+        upper_in = keras.Input(base.output.shape[1:], name="features")
+        x = upper_in
+    else:
+        cut = base.get_layer(at).input
+        x = model.inputs[0]
+        for layer in model.layers[1:model.layers.index(base)]:      # resizing and the backbone's preprocessing
+            x = layer(x)
+        lower = keras.Model(model.inputs, keras.Model(base.input, cut, name="backbone_bottom")(x, training=False),
+                            name="lower")
+        upper_in = keras.Input(cut.shape[1:], name="activations")
+        # training=False as in the whole model: BatchNorm keeps its statistics, the weights still learn
+        x = keras.Model(cut, base.output, name="backbone_top")(upper_in, training=False)
+    x = model.get_layer("feature_dropout")(x)
     embedding = model.get_layer("embedding")(x)
     probabilities = model.get_layer("probabilities")(model.layers[-2](embedding))
-    return (features, keras.Model(head_in, probabilities, name="head"),
-            keras.Model(head_in, [probabilities, embedding], name="tail"))
+    return (lower, keras.Model(upper_in, probabilities, name="upper"),
+            keras.Model(upper_in, [probabilities, embedding], name="tail"))
 
 
 def batched(infer: Callable[[np.ndarray], np.ndarray], size: int = 256) -> Callable[[np.ndarray], np.ndarray]:

@@ -186,14 +186,27 @@ def test_describe_weights():
     assert "not pretrained" in backbones.describe_weights("none")
 
 
-def test_split_finetuned_halves_compose_to_the_model():
+@pytest.mark.parametrize("at", [None, backbones.BACKBONES["mobilenet_v2"].teach_from])
+def test_split_finetuned_halves_compose_to_the_model(at):
     model = models.build_finetuned((28, 28, 1), 3, "mobilenet_v2", "none")
-    features, head = models.split_finetuned(model)
+    lower, upper = models.split_finetuned(model, at)
     x = np.random.default_rng(2).random((3, 28, 28, 1)).astype(np.float32)
     whole = np.asarray(model(x, training=False))
-    halves = np.asarray(head(np.asarray(features(x, training=False)), training=False))
+    halves = np.asarray(upper(np.asarray(lower(x, training=False)), training=False))
     assert np.allclose(whole, halves, atol=1e-5)
-    assert head.get_layer("embedding") is model.get_layer("embedding")     # shared, not copied
+    assert upper.get_layer("embedding") is model.get_layer("embedding")     # shared, not copied
+    if at:      # the top blocks are the model's own layers: teaching them teaches the model
+        assert any(w is v for w in upper.trainable_weights for v in model.get_layer("backbone").weights)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", [n for n in backbones.BACKBONES if n != "mobilenet_v2"])
+def test_every_backbone_splits_where_teaching_starts(backbone):
+    model = models.build_finetuned((28, 28, 1), 3, backbone, "none")
+    lower, upper = models.split_finetuned(model, backbones.BACKBONES[backbone].teach_from)
+    x = np.random.default_rng(2).random((2, 28, 28, 1)).astype(np.float32)
+    assert np.allclose(np.asarray(model(x, training=False)),
+                       np.asarray(upper(np.asarray(lower(x, training=False)), training=False)), atol=1e-4)
 
 
 @pytest.mark.slow

@@ -3,8 +3,8 @@
 Each model replays its own training split (rebuilt from its metadata) with the examples
 oversampled and augmented as in training; a class the models do not know widens their output
 layer, the old classes' weights kept. The from-scratch models (``scratch``, ``lenet``) train end to
-end at a low rate; the fine-tuned model trains its head on its frozen backbone's features, the
-transfer-learning recipe's first phase. Before and after, every model is scored on the old
+end at a low rate; the fine-tuned model trains its backbone's last block and its head on the cached
+activations of the frozen layers below (``BackboneSpec.teach_from``). Before and after, every model is scored on the old
 validation split, on the examples and on the examples held out of teaching. Knows nothing about
 sessions or the UI.
 """
@@ -198,37 +198,46 @@ def _end_to_end(model, name: str, x, y, prepared, cfg: TeachConfig, watch) -> di
                        callbacks=watch("teach", steps)).history
 
 
-# The fine-tuned model's frozen backbone, traced once, and its features of the replayed split,
-# kept for the next teaching from the same checkpoint: (model file hash, data fingerprint) -> them.
-_BACKBONE: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
-_FEATURES: dict[tuple, np.ndarray] = {}
+# The fine-tuned model's frozen lower layers, traced once, and their activations of the replayed
+# split, kept for the next teaching from the same checkpoint: (model file hash, data fingerprint) -> them.
+_LOWER: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+_ACTIVATIONS: dict[tuple, np.ndarray] = {}
 
 
-def backbone_of(model, key: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The frozen backbone of a fine-tuned ``model`` (images -> pooled features) on one traced
-    function, kept per checkpoint (``key``: its file hash), as teaching never changes it."""
+def teach_from(meta: dict) -> str:
+    """The first backbone layer teaching trains in a fine-tuned model (its registry entry's)."""
+    from ..backbones import BACKBONES
+
+    return BACKBONES[meta["backbone"]].teach_from
+
+
+def lower_of(model, key: str, at: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The frozen lower layers of a fine-tuned ``model`` (images -> the activations at ``at``) on
+    one traced function, kept per checkpoint (``key``: its file hash), as teaching never changes them."""
     from ..models import batched, compiled_inference, split_finetuned
 
-    key = key or f"unsaved {id(model)}"
-    if key not in _BACKBONE:
-        _BACKBONE.clear()
-        features, _ = split_finetuned(model)
-        _BACKBONE[key] = batched(compiled_inference(features, tuple(model.input.shape[1:])), 128)
-    return _BACKBONE[key]
+    key = f"{key or f'unsaved {id(model)}'} {at}"
+    if key not in _LOWER:
+        _LOWER.clear()
+        lower, _ = split_finetuned(model, at)
+        _LOWER[key] = batched(compiled_inference(lower, tuple(model.input.shape[1:])), 128)
+    return _LOWER[key]
 
 
 class Fast:
     """A taught model's probabilities (called like a model) and ``embed`` from traced functions:
-    the end-to-end ones whole, the fine-tuned one as its cached backbone and then its head."""
+    the end-to-end ones whole, the fine-tuned one as its cached lower layers (``lower`` up to
+    ``at``) and then the rest."""
 
-    def __init__(self, model, backbone: Callable[[np.ndarray], np.ndarray] | None = None):
+    def __init__(self, model, lower: Callable[[np.ndarray], np.ndarray] | None = None, at: str | None = None):
         from ..models import batched, compiled_inference, finetuned_tail, with_embedding
 
-        if backbone is None:
+        if lower is None:
             self._both = compiled_inference(with_embedding(model), tuple(model.input.shape[1:]))
         else:
-            tail = finetuned_tail(model)
-            self._both = lambda x: [np.asarray(t) for t in tail(backbone(x), training=False)]
+            tail = finetuned_tail(model, at)
+            upper = compiled_inference(tail, tuple(tail.input.shape[1:]))
+            self._both = lambda x: upper(lower(x))
         self._proba = batched(lambda x: self._both(x)[0])
         self.embed = batched(lambda x: self._both(x)[1])
         self.output_shape = model.output_shape
@@ -237,26 +246,27 @@ class Fast:
         return self._proba(batch)
 
 
-def _head(model, name: str, prepared, offset: int, key: tuple, predict: Callable[[np.ndarray], np.ndarray],
-          cfg: TeachConfig, watch, emit: OnEvent) -> dict:
-    """The backbone frozen: its features of the replayed split (computed once per backbone and
-    data, kept for the next teaching), of the taught examples and of ``repeats`` augmented views
-    of each, the head fitted on them (``head_passes`` passes per reported epoch). ``predict``:
-    the backbone (:func:`backbone_of`)."""
+def _top(model, name: str, prepared, offset: int, key: tuple, lower: Callable[[np.ndarray], np.ndarray],
+         at: str, cfg: TeachConfig, watch, emit: OnEvent) -> dict:
+    """The lower layers frozen: their activations of the replayed split (computed once per
+    checkpoint and data, kept for the next teaching), of the taught examples and of augmented
+    views of each; the layers from ``at`` up fitted on them (``top_passes`` passes per reported
+    epoch). The head alone cannot move the features a new digit needs (docs/decisions.md)."""
     from ..data import make_augmenter
     from ..fitting import compile_model, in_order, shuffled_batches
     from ..models import split_finetuned
 
-    _, head = split_finetuned(model)
+    _, upper = split_finetuned(model, at)
     from_examples = prepared.train_idx >= offset
     replay_y, example_rows = prepared.y_train[~from_examples], np.flatnonzero(from_examples)
-    if key not in _FEATURES:
+    key = (*key, at)
+    if key not in _ACTIVATIONS:
         emit({"kind": "phase", "model": name, "phase": "features",
-              "message": f"computing the frozen backbone's features once for {len(replay_y)} training images"})
-        _FEATURES.clear()
-        _FEATURES[key] = predict(prepared.x_train[~from_examples])
+              "message": f"computing the frozen layers' activations once for {len(replay_y)} training images"})
+        _ACTIVATIONS.clear()
+        _ACTIVATIONS[key] = lower(prepared.x_train[~from_examples])
     x_ex, y_ex = prepared.x_train[example_rows], prepared.y_train[example_rows]
-    per_class = cfg.head_example_share * len(replay_y) / max(1, int(replay_y.max()) + 1)
+    per_class = cfg.top_example_share * len(replay_y) / max(1, int(replay_y.max()) + 1)
     augment = make_augmenter(prepared.arrays.profile, cfg.seed)
     views, labels = [x_ex], [y_ex]
     for c in np.unique(y_ex):             # augmented views, not copies, make up each class's share
@@ -264,16 +274,16 @@ def _head(model, name: str, prepared, offset: int, key: tuple, predict: Callable
         for _ in range(max(0, math.ceil(per_class / len(rows)) - 1)):
             views.append(np.asarray(augment(x_ex[rows], training=True)))
             labels.append(y_ex[rows])
-    found = predict(np.concatenate([*views, prepared.x_val]))
+    found = lower(np.concatenate([*views, prepared.x_val]))
     y_all = np.concatenate([replay_y, *labels])
-    f_train = np.concatenate([_FEATURES[key], found[:len(y_all) - len(replay_y)]])
-    f_val = found[len(y_all) - len(replay_y):]
-    batches, steps = shuffled_batches(f_train, y_all, TrainConfig.batch_size, cfg.seed)
-    steps *= cfg.head_passes
-    compile_model(head, cfg.head_learning_rate, steps * cfg.epochs, sample=(f_train, y_all))
-    return head.fit(batches, steps_per_epoch=steps, shuffle=False, epochs=cfg.epochs, verbose=0,
-                    validation_data=in_order(f_val, prepared.y_val, batch_size=TrainConfig.batch_size),
-                    callbacks=watch("head", steps)).history
+    a_train = np.concatenate([_ACTIVATIONS[key], found[:len(y_all) - len(replay_y)]])
+    a_val = found[len(y_all) - len(replay_y):]
+    batches, steps = shuffled_batches(a_train, y_all, TrainConfig.batch_size, cfg.seed)
+    steps *= cfg.top_passes
+    compile_model(upper, cfg.top_learning_rate, steps * cfg.epochs, sample=(a_train, y_all))
+    return upper.fit(batches, steps_per_epoch=steps, shuffle=False, epochs=cfg.epochs, verbose=0,
+                     validation_data=in_order(a_val, prepared.y_val, batch_size=TrainConfig.batch_size),
+                     callbacks=watch("top layers", steps)).history
 
 
 def teach(base: Path, examples_dir: Path, out: Path | None = None, cfg: TeachConfig = TeachConfig(),
@@ -318,8 +328,9 @@ def teach(base: Path, examples_dir: Path, out: Path | None = None, cfg: TeachCon
         key = (checkpoint.meta.get("model_sha256"), replayed.fingerprint)
         family = checkpoint.meta.get("model", name)
         fit = _end_to_end if family in END_TO_END else None
-        backbone = None if fit else backbone_of(checkpoint.model, key[0])
-        before = scores(Fast(checkpoint.model, backbone), prepared, found, None)
+        at = None if fit else teach_from(checkpoint.meta)
+        lower = None if fit else lower_of(checkpoint.model, key[0], at)
+        before = scores(Fast(checkpoint.model, lower, at), prepared, found, None)
         before["val_accuracy"] = checkpoint.meta.get("val_accuracy")    # on this very split, when trained
         model = widen(checkpoint.model, len(classes), cfg.seed)
         emit({"kind": "start", "model": name, "epochs": cfg.epochs, "params": model.count_params()})
@@ -334,16 +345,16 @@ def teach(base: Path, examples_dir: Path, out: Path | None = None, cfg: TeachCon
         if fit:
             merge_history(history, fit(model, name, x_over, y_over, prepared, cfg, watch))
         else:
-            merge_history(history, _head(model, name, prepared, offset, key, backbone, cfg, watch, emit))
+            merge_history(history, _top(model, name, prepared, offset, key, lower, at, cfg, watch, emit))
         seconds = time.perf_counter() - started
         stopped = bool(stop is not None and stop.is_set())
-        fast = Fast(model, backbone)
+        fast = Fast(model, lower, at)
         after = scores(fast, prepared, found, base_val)
         taught = {"base": str(base), "from": source, "new_classes": found.new_classes, "counts": found.counts,
                   "examples": [prepared.relative(i) for i in range(offset, offset + len(found.labels))],
                   "held_out": [prepared.relative(offset + i) for i in np.flatnonzero(found.held)],
                   "before": before, "after": after, "config": {"epochs": cfg.epochs, "recipe":
-                  "end to end" if fit else "head on frozen backbone features"},
+                  "end to end" if fit else f"{at} and up, on the frozen layers' activations"},
                   "previous": checkpoint.meta.get("taught")}
         base_meta = checkpoint.meta
         meta = _meta(family, model, prepared, TrainConfig(epochs=cfg.epochs),
