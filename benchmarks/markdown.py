@@ -8,6 +8,10 @@ from .options import MODELS
 from .retrieval import SYNTHETIC_CLUSTER
 
 
+def _warmed(teach: dict) -> str:
+    return f" of {teach['warm_seconds']:.1f} s" if "warm_seconds" in teach else ""
+
+
 def _fmt(value, digits: int = 1) -> str:
     if value is None:
         return "–"
@@ -190,8 +194,10 @@ def _classify_rows(document: dict) -> list[str]:
                      f"{_status(document, 'runs: memory growth once the kept model sets are loaded')} |")
     t = document.get("teach")
     if t:
+
         for name, m in t["models"].items():
-            lines.append(f"| Taught a new class 3 from {t['examples']} drawn examples ({t['seconds']:.1f} s for both): {name} "
+            lines.append(f"| Taught a new class 3 from {t['examples']} drawn examples ({t['seconds']:.1f} s for both, "
+                         f"after the app's start-up warming{_warmed(t)}): {name} "
                          f"({m['seconds']:.1f} s): held-out 3s of other hands / MNIST ({t['held_out_n']['styles']} / "
                          f"{t['held_out_n']['mnist']}); val 0/1/2 before → after; worst robustness set | "
                          f"{m['held_out_styles']:.1%} / {m['held_out_mnist']:.1%}; {m['val_accuracy_before']:.1%} → "

@@ -161,3 +161,42 @@ def test_the_sample_dataset_is_rebuilt_when_the_models_replay_it_on_a_fresh_chec
     assert len(prepared.train_idx) > 1000 and sample.is_dir()
     with pytest.raises(Exception, match="not on this machine"):
         replay_split({"data": {"root": str(tmp_path / "gone")}})
+
+
+def test_remembered_lower_layers_compute_each_image_once_and_answer_the_same():
+    from cvdemo.teaching.frozen import Remembered
+
+    calls = []
+
+    def infer(images):
+        calls.append(len(images))
+        return images.reshape(len(images), -1).sum(1, keepdims=True) * np.arange(1, 4)
+
+    rng = np.random.default_rng(0)
+    images = rng.random((6, 4, 4, 1)).astype(np.float32)
+    remembered = Remembered(infer, limit=4 * 3 * 8)          # room for four answers (three float64 each)
+    first = remembered(images[:4])
+    assert np.allclose(first, infer(images[:4])) and calls == [4, 4]
+    calls.clear()
+    again = remembered(np.concatenate([images[3:1:-1], images[4:], images[4:]]))   # 2 known, 2 new (repeated)
+    assert calls == [2]                         # only the unseen images, each once
+    assert np.allclose(again, infer(np.concatenate([images[3:1:-1], images[4:], images[4:]])))
+    assert remembered.unseen(images) == 6 - len(remembered)
+    assert len(remembered) == 4                 # the byte limit holds: the rest are computed, not kept
+
+
+def test_warming_does_a_first_teachings_frozen_work_and_teaching_keeps_those_layers(tiny_checkpoints, tmp_path):
+    from cvdemo import checkpoints as ckpt
+    from cvdemo.config import TeachConfig
+    from cvdemo.teaching import teach, warm
+    from cvdemo.teaching.frozen import lower_of, teach_from
+
+    warm(tiny_checkpoints)
+    events = []
+    results = teach(tiny_checkpoints, _threes(tmp_path / "examples"), tmp_path / "taught", TeachConfig(epochs=1),
+                    models=("finetuned",), on_event=events.append)
+    assert not [e for e in events if e.get("phase") == "features"]       # nothing left to compute first
+    base = ckpt.load(tiny_checkpoints, "finetuned")
+    at = teach_from(base.meta)
+    # the layers below the cut answer as before teaching: the next teaching reuses their activations
+    assert lower_of(results["finetuned"].model, at) is lower_of(base.model, at)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .examples import SEEN, Example, ExampleError, ExamplesFull, ExampleStore, class_name, example_files
-from .recipe import Taught, check_examples, teach, widen
+from .recipe import Taught, check_examples, teach, warm, widen
 
 __all__ = ["SEEN", "Example", "ExampleError", "ExampleStore", "ExamplesFull", "Taught", "check_examples", "class_name",
-           "example_files", "teach", "widen"]
+           "example_files", "teach", "warm", "widen"]

@@ -25,6 +25,7 @@ from ..config import TeachConfig, TrainConfig
 from ..data import Arrays, DatasetError
 from ..images import ImageError, preprocess
 from .examples import ExampleError, class_name, example_files
+from .frozen import Remembered, lower_of, teach_from
 
 OnEvent = Callable[[dict], None]
 END_TO_END = ("scratch", "lenet")
@@ -198,36 +199,10 @@ def _end_to_end(model, name: str, x, y, prepared, cfg: TeachConfig, watch) -> di
                        callbacks=watch("teach", steps)).history
 
 
-# The fine-tuned model's frozen lower layers, traced once, and their activations of the replayed
-# split, kept for the next teaching from the same checkpoint: (model file hash, data fingerprint) -> them.
-_LOWER: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
-_ACTIVATIONS: dict[tuple, np.ndarray] = {}
-
-
-def teach_from(meta: dict) -> str:
-    """The first backbone layer teaching trains in a fine-tuned model (its registry entry's)."""
-    from ..backbones import BACKBONES
-
-    return BACKBONES[meta["backbone"]].teach_from
-
-
-def lower_of(model, key: str, at: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The frozen lower layers of a fine-tuned ``model`` (images -> the activations at ``at``) on
-    one traced function, kept per checkpoint (``key``: its file hash), as teaching never changes them."""
-    from ..models import batched, compiled_inference, split_finetuned
-
-    key = f"{key or f'unsaved {id(model)}'} {at}"
-    if key not in _LOWER:
-        _LOWER.clear()
-        lower, _ = split_finetuned(model, at)
-        _LOWER[key] = batched(compiled_inference(lower, tuple(model.input.shape[1:])), 128)
-    return _LOWER[key]
-
-
 class Fast:
     """A taught model's probabilities (called like a model) and ``embed`` from traced functions:
-    the end-to-end ones whole, the fine-tuned one as its cached lower layers (``lower`` up to
-    ``at``) and then the rest."""
+    the end-to-end ones whole, the fine-tuned one as its remembered lower layers (``lower``, up
+    to ``at``) and then the rest."""
 
     def __init__(self, model, lower: Callable[[np.ndarray], np.ndarray] | None = None, at: str | None = None):
         from ..models import batched, compiled_inference, finetuned_tail, with_embedding
@@ -246,12 +221,12 @@ class Fast:
         return self._proba(batch)
 
 
-def _top(model, name: str, prepared, offset: int, key: tuple, lower: Callable[[np.ndarray], np.ndarray],
+def _top(model, name: str, prepared, offset: int, lower: Remembered,
          at: str, cfg: TeachConfig, watch, emit: OnEvent) -> dict:
-    """The lower layers frozen: their activations of the replayed split (computed once per
-    checkpoint and data, kept for the next teaching), of the taught examples and of augmented
-    views of each; the layers from ``at`` up fitted on them (``top_passes`` passes per reported
-    epoch). The head alone cannot move the features a new digit needs (docs/decisions.md)."""
+    """The lower layers frozen (``lower``, remembering per image: :mod:`.frozen`): their
+    activations of the replayed split, of the taught examples and of augmented views of each;
+    the layers from ``at`` up fitted on them (``top_passes`` passes per reported epoch). The
+    head alone cannot move the features a new digit needs (docs/decisions.md)."""
     from ..data import make_augmenter
     from ..fitting import compile_model, in_order, shuffled_batches
     from ..models import split_finetuned
@@ -259,12 +234,12 @@ def _top(model, name: str, prepared, offset: int, key: tuple, lower: Callable[[n
     _, upper = split_finetuned(model, at)
     from_examples = prepared.train_idx >= offset
     replay_y, example_rows = prepared.y_train[~from_examples], np.flatnonzero(from_examples)
-    key = (*key, at)
-    if key not in _ACTIVATIONS:
+    replayed = prepared.x_train[~from_examples]
+    unseen = lower.unseen(replayed)
+    if unseen:
         emit({"kind": "phase", "model": name, "phase": "features",
-              "message": f"computing the frozen layers' activations once for {len(replay_y)} training images"})
-        _ACTIVATIONS.clear()
-        _ACTIVATIONS[key] = lower(prepared.x_train[~from_examples])
+              "message": f"computing the frozen layers' activations once for {unseen} training images"})
+    a_replay = lower(replayed)
     x_ex, y_ex = prepared.x_train[example_rows], prepared.y_train[example_rows]
     per_class = cfg.top_example_share * len(replay_y) / max(1, int(replay_y.max()) + 1)
     augment = make_augmenter(prepared.arrays.profile, cfg.seed)
@@ -276,7 +251,7 @@ def _top(model, name: str, prepared, offset: int, key: tuple, lower: Callable[[n
             labels.append(y_ex[rows])
     found = lower(np.concatenate([*views, prepared.x_val]))
     y_all = np.concatenate([replay_y, *labels])
-    a_train = np.concatenate([_ACTIVATIONS[key], found[:len(y_all) - len(replay_y)]])
+    a_train = np.concatenate([a_replay, found[:len(y_all) - len(replay_y)]])
     a_val = found[len(y_all) - len(replay_y):]
     batches, steps = shuffled_batches(a_train, y_all, TrainConfig.batch_size, cfg.seed)
     steps *= cfg.top_passes
@@ -284,6 +259,21 @@ def _top(model, name: str, prepared, offset: int, key: tuple, lower: Callable[[n
     return upper.fit(batches, steps_per_epoch=steps, shuffle=False, epochs=cfg.epochs, verbose=0,
                      validation_data=in_order(a_val, prepared.y_val, batch_size=TrainConfig.batch_size),
                      callbacks=watch("top layers", steps)).history
+
+
+def warm(base: Path) -> None:
+    """Do now what the first teaching of the set in ``base`` does before it trains: rebuild each
+    model's replayed split and compute the fine-tuned models' frozen activations of it, so that
+    a visitor's first teaching takes as long as a later one. Raises what teaching would."""
+    from .. import checkpoints as ckpt
+
+    for name in ckpt.list_names(base):
+        checkpoint = ckpt.load(base, name)
+        replayed = replay_split(checkpoint.meta)
+        if checkpoint.meta.get("model", name) not in END_TO_END:
+            lower = lower_of(checkpoint.model, teach_from(checkpoint.meta))
+            lower(replayed.x_train)
+            lower(replayed.x_val)
 
 
 def teach(base: Path, examples_dir: Path, out: Path | None = None, cfg: TeachConfig = TeachConfig(),
@@ -325,11 +315,10 @@ def teach(base: Path, examples_dir: Path, out: Path | None = None, cfg: TeachCon
               "n_train": len(prepared.train_idx), "n_val": len(prepared.val_idx)})
         keras.utils.set_random_seed(cfg.seed)
         started = time.perf_counter()
-        key = (checkpoint.meta.get("model_sha256"), replayed.fingerprint)
         family = checkpoint.meta.get("model", name)
         fit = _end_to_end if family in END_TO_END else None
         at = None if fit else teach_from(checkpoint.meta)
-        lower = None if fit else lower_of(checkpoint.model, key[0], at)
+        lower = None if fit else lower_of(checkpoint.model, at)
         before = scores(Fast(checkpoint.model, lower, at), prepared, found, None)
         before["val_accuracy"] = checkpoint.meta.get("val_accuracy")    # on this very split, when trained
         model = widen(checkpoint.model, len(classes), cfg.seed)
@@ -345,7 +334,7 @@ def teach(base: Path, examples_dir: Path, out: Path | None = None, cfg: TeachCon
         if fit:
             merge_history(history, fit(model, name, x_over, y_over, prepared, cfg, watch))
         else:
-            merge_history(history, _top(model, name, prepared, offset, key, lower, at, cfg, watch, emit))
+            merge_history(history, _top(model, name, prepared, offset, lower, at, cfg, watch, emit))
         seconds = time.perf_counter() - started
         stopped = bool(stop is not None and stop.is_set())
         fast = Fast(model, lower, at)
