@@ -208,10 +208,12 @@ def _classify_rows(document: dict) -> list[str]:
         c = t.get("correction") or {}
         for name, m in c.get("models", {}).items():
             lines.append(f"| Corrected {c['corrections']} misread 2s ({c['seconds']:.1f} s for both, the server's second "
-                         f"teaching): {name}: those 2s / their {c['neighbours']} misread neighbours, before → after; "
+                         f"teaching): {name}: the {m.get('taught', c['corrections'])} taught / the ones kept aside / their "
+                         f"{c['neighbours']} misread neighbours, before → after; "
                          f"val 0/1/2 after | {m['corrected_before']:.0%} → {m['corrected_after']:.0%} / "
+                         f"{m.get('held_out_corrections_before', 0):.0%} → {m.get('held_out_corrections_after', 0):.0%} / "
                          f"{m['neighbours_before']:.0%} → {m['neighbours_after']:.0%}; {m['val_accuracy']:.2%} | | "
-                         f"{_status(document, f'corrected {name}: the 10 misread 2s taught')} "
+                         f"{_status(document, f'corrected {name}: the given misread 2s it was taught')} "
                          f"{_status(document, f'corrected {name}: their misread neighbours gain')} "
                          f"{_status(document, f'corrected {name}: val accuracy on 0/1/2')} |")
     if document.get("cold_start"):

@@ -86,7 +86,7 @@ TARGETS = (
         Target(f"taught {model}: val accuracy on 0/1/2", ("teach", "models", model, "val_accuracy"), ">=", 0.99),
         Target(f"taught {model}: worst robustness set", ("teach", "models", model, "robustness_min"), ">=", 0.95))),
     *(t for model in ("scratch", "finetuned") for t in (
-        Target(f"corrected {model}: the 10 misread 2s taught", ("teach", "correction", "models", model, "corrected_after"),
+        Target(f"corrected {model}: the given misread 2s it was taught", ("teach", "correction", "models", model, "corrected_after"),
                ">=", 1.0),
         Target(f"corrected {model}: their misread neighbours gain", ("teach", "correction", "models", model,
                                                                      "neighbours_gain"), ">", 0.0),

@@ -69,6 +69,37 @@ def test_browser_figures_have_targets_and_rows():
     assert "an upload → the verdict on screen, same run, p50 / p95 ms | 200 / 600" in text
 
 
+def test_teaching_figures_have_targets_and_rows():
+    def taught(**scores):
+        return {"seconds": 6.0, "val_accuracy": 0.993, "val_accuracy_before": 1.0, "examples_accuracy": 1.0,
+                "held_out_styles": 1.0, "held_out_mnist": 0.8, "held_out_min": 0.8, "robustness_min": 0.96, **scores}
+
+    def corrected(after: float):
+        return {"seconds": 6.0, "val_accuracy": 1.0, "val_accuracy_before": 1.0, "taught": 8, "corrected_before": 0.1,
+                "corrected_after": after, "held_out_corrections_before": 0.0, "held_out_corrections_after": 0.5,
+                "neighbours_before": 0.0, "neighbours_after": 0.97, "neighbours_gain": 0.97}
+
+    document = _document(teach={
+        "examples": 15, "seconds": 18.5, "warm_seconds": 11.8, "held_out_n": {"styles": 60, "mnist": 20},
+        "models": {"scratch": taught(held_out_min=1.0), "finetuned": taught(robustness_min=0.93)},
+        "correction": {"corrections": 10, "neighbours": 33, "seconds": 17.0,
+                       "models": {"scratch": corrected(1.0), "finetuned": corrected(0.875)}}},
+        machine={"date": "d", "cpu": "c", "usable_cores": 2, "cores": 2, "ram_gb": 1, "platform": "p", "versions": {}},
+        options={"checkpoints": "x"}, train={}, classify_ms={})
+    document["targets"] = bench.check_targets(document)
+    rows = {row["name"]: row["status"] for row in document["targets"]}
+    assert rows["teach a new class from 15 examples: both models"] == "miss"           # 18.5 s > 15 s
+    assert rows["taught scratch: held-out 3s (worst of other hands, MNIST)"] == "pass"
+    assert rows["taught finetuned: held-out 3s (worst of other hands, MNIST)"] == "miss"
+    assert rows["taught finetuned: worst robustness set"] == "miss"
+    assert rows["corrected scratch: the given misread 2s it was taught"] == "pass"
+    assert rows["corrected finetuned: the given misread 2s it was taught"] == "miss"    # 7 of 8
+    text = bench.markdown(document)
+    assert "after the app's start-up warming of 11.8 s" in text
+    assert "the 8 taught / the ones kept aside / their 33 misread neighbours" in text
+    assert "10% → 88% / 0% → 50% / 0% → 97%" in text
+
+
 def test_synthetic_retrieval_scaling_is_measured_per_size():
     out = bench.bench_synthetic(16, numpy_sizes=(50, 200), hnsw_sizes=(), flat_sizes=(), n_queries=5)
     assert set(out) == {"50", "200"}
